@@ -1,0 +1,60 @@
+"""JSON logs on stdout, one object per line, with secrets redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
+
+_SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|api[_-]?key)", re.I)
+_BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
+_REDACTED = "***"
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """Return ``value`` with anything that looks like a secret replaced by ``***``."""
+    if key and _SECRET_KEYS.search(key):
+        return _REDACTED
+    if isinstance(value, dict):
+        return {k: redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, str):
+        return _BEARER.sub(r"\1 " + _REDACTED, value)
+    return value
+
+
+class _Formatter(JsonFormatter):
+    def __init__(self, service: str) -> None:
+        super().__init__(
+            "%(asctime)s %(levelname)s %(name)s %(message)s",
+            rename_fields={"asctime": "ts", "levelname": "level", "name": "logger"},
+        )
+        self.service = service
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        log_data["service"] = self.service
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            log_data["trace_id"] = format(span.trace_id, "032x")
+        cleaned = redact(log_data)
+        assert isinstance(cleaned, dict)
+        return cleaned
+
+
+def configure_logging(service: str, level: str = "INFO") -> None:
+    """Send every log record to stdout as one JSON object per line."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_Formatter(service))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access", "aiokafka", "kafka"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True
