@@ -41,6 +41,12 @@ class CoreSettings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     redis_url: str = "redis://127.0.0.1:6379/0"
 
+    # -- tokens (the gateway signs; everyone verifies on every call) ----------
+    #: Where services fetch the gateway's public signing keys.
+    jwks_url: str = "http://127.0.0.1:8080/.well-known/jwks.json"
+    #: The ``iss`` every token must carry: the gateway's public base URL.
+    token_issuer: str = "http://127.0.0.1:8080"
+
     # -- this process ---------------------------------------------------------
     host: str = "127.0.0.1"
     log_level: str = "INFO"
