@@ -45,7 +45,7 @@ class CoreSettings(BaseSettings):
     #: Where services fetch the gateway's public signing keys.
     jwks_url: str = "http://127.0.0.1:8080/.well-known/jwks.json"
     #: The ``iss`` every token must carry: the gateway's public base URL.
-    token_issuer: str = "http://127.0.0.1:8080"
+    token_issuer: str = "http://127.0.0.1:8080"  # noqa: S105 (a URL, not a secret)
 
     # -- this process ---------------------------------------------------------
     host: str = "127.0.0.1"
