@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from aimp_cli import infra
 from aimp_core.net import free_port, port_open, wait_http_ok
 
