@@ -53,6 +53,11 @@ def load_or_create(path: Path) -> SigningKey:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(pem)
             log.info("created a new token-signing key", extra={"path": str(path)})
+    elif path.stat().st_mode & 0o077:
+        log.warning(
+            "the token-signing key is readable by other users; run chmod 600 on it",
+            extra={"path": str(path)},
+        )
     key = RSAKey.import_key(path.read_bytes())
     if not key.is_private:
         raise ValueError(f"{path} holds a public key; the gateway needs the RSA private key")

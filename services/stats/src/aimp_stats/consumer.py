@@ -122,6 +122,7 @@ class RequestEventConsumer:
         try:
             await asyncio.wait_for(consumer.start(), timeout_s)
             self._set_connected(True)
+            self._retry_s = s.consumer_retry_initial_s
             log.info("stats consumer started", extra={"topic": s.requests_topic})
             while True:
                 batches: Batches = await consumer.getmany(
@@ -149,7 +150,7 @@ class RequestEventConsumer:
                         tp.partition,
                         record.offset,
                         exc,
-                        extra={"topic": tp.topic, "partition": tp.partition, "offset": record.offset},
+                        extra={"partition": tp.partition, "offset": record.offset},
                     )
         unique = unique_by_event_id(events)
         try:

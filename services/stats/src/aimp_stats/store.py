@@ -105,9 +105,7 @@ class EventStore:
     def _insert_ignoring_duplicates(self) -> Any:
         dialect = self.engine.dialect.name
         if dialect == "sqlite":
-            return sqlite.insert(request_events).on_conflict_do_nothing(
-                index_elements=["event_id"]
-            )
+            return sqlite.insert(request_events).on_conflict_do_nothing(index_elements=["event_id"])
         if dialect == "postgresql":
             return postgresql.insert(request_events).on_conflict_do_nothing(
                 index_elements=["event_id"]

@@ -1,0 +1,36 @@
+"""Bearer-token dependency: who is calling, verified by an injectable verifier.
+
+Production uses :class:`aimp_core.auth.JwksVerifier` against the gateway's
+JWKS; tests pass a ``JwksVerifier`` pointed at their own key set, so the real
+verification code runs either way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from fastapi import Depends, Header, Request
+
+from aimp_core.auth import Principal, can_read_admin, require
+
+
+class TokenVerifier(Protocol):
+    """Anything that turns an ``Authorization`` header into a verified principal."""
+
+    async def verify(self, authorization: str | None) -> Principal: ...
+
+
+async def current_principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    verifier: TokenVerifier = request.app.state.verifier
+    return await verifier.verify(authorization)
+
+
+async def reader(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    """The caller, if their roles allow reading control-plane state (operator or admin)."""
+    require(can_read_admin(principal.roles), "reading usage statistics")
+    return principal
+
+
+Reader = Annotated[Principal, Depends(reader)]
