@@ -110,9 +110,7 @@ class InstanceRecord:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
-def effective_status(
-    reported: Status, override: Status | None, existing: Status | None
-) -> Status:
+def effective_status(reported: Status, override: Status | None, existing: Status | None) -> Status:
     """The status to publish, by Eureka's rule chain.
 
     1. An instance that says it is DOWN or STARTING is believed (it knows it is unwell).
