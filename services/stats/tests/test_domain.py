@@ -94,13 +94,13 @@ def test_parse_instant_accepts_unix_seconds_and_iso(text: str, expected: float) 
 @pytest.mark.parametrize("text", ["yesterday", "", "nan", "inf", "2023-13-01", "12:00"])
 def test_parse_instant_rejects_other_text_naming_the_parameter(text: str) -> None:
     """Anything else is a 400 whose detail names the parameter."""
-    with pytest.raises(BadRequest, match="^until must be"):
+    with pytest.raises(BadRequest, match=r"^until must be"):
         parse_instant(text, "until")
 
 
 def test_usage_filter_rejects_reversed_range() -> None:
     """since after until is a 400 naming both parameters."""
-    with pytest.raises(BadRequest, match="since .* is after until"):
+    with pytest.raises(BadRequest, match=r"since .* is after until"):
         usage_filter(None, None, "200", "100")
 
 
@@ -143,6 +143,12 @@ def test_decode_event_accepts_a_valid_event() -> None:
         (json.dumps(event(outcome="weird")).encode(), "outcome"),
         (json.dumps({k: v for k, v in event().items() if k != "event_id"}).encode(), "event_id"),
         (b"[1, 2]", "problem"),
+        (json.dumps(event(event_id="x" * 129)).encode(), "event_id is longer than 128"),
+        (json.dumps(event(event_id="")).encode(), "event_id is empty"),
+        (json.dumps(event(status=0)).encode(), "not an HTTP status"),
+        (json.dumps(event(latency_ms=-1)).encode(), "latency_ms must be a finite"),
+        (json.dumps(event(upstream_ms=float("nan"))).encode(), "upstream_ms must be a finite"),
+        (json.dumps(event(bytes_out=2**63)).encode(), "bytes_out must be within"),
     ],
 )
 def test_decode_event_rejects_malformed_values(value: bytes | None, reason: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from .auth import Reader
@@ -13,6 +13,14 @@ from .domain import usage_filter
 from .store import EventStore
 
 router = APIRouter(tags=["usage"])
+
+
+def _store(request: Request) -> EventStore:
+    store: EventStore = request.app.state.store
+    return store
+
+
+Store = Annotated[EventStore, Depends(_store)]
 
 
 class UsagePublic(BaseModel):
@@ -43,15 +51,14 @@ NameParam = Annotated[str | None, Query(max_length=128)]
     "Needs a token with role operator or admin.",
 )
 async def get_usage(
-    request: Request,
     _caller: Reader,
+    store: Store,
     service: NameParam = None,
     client_id: NameParam = None,
     since: TimeParam = None,
     until: TimeParam = None,
 ) -> UsagePublic:
     flt = usage_filter(service, client_id, since, until)
-    store: EventStore = request.app.state.store
     usage = await asyncio.to_thread(store.usage, flt)
     return UsagePublic(
         requests=usage.requests,

@@ -26,6 +26,22 @@ THROTTLED_STATUS = 429
 # -- request events ------------------------------------------------------------------
 
 
+#: Longest value of each text field that SQL stores (the column sizes). An event over a
+#: limit is rejected here; otherwise PostgreSQL would refuse the whole batch forever.
+TEXT_LIMITS: dict[str, int] = {
+    "event_id": 128,
+    "trace_id": 64,
+    "request_id": 128,
+    "client_id": 128,
+    "service": 128,
+    "revision": 128,
+    "instance_id": 256,
+    "outcome": 32,
+}
+#: BIGINT's upper bound, for the byte counters.
+MAX_BYTES = 2**63 - 1
+
+
 class InvalidEvent(ValueError):
     """A record on the requests topic that is not a valid :class:`RequestEvent`."""
 
@@ -35,13 +51,33 @@ def decode_event(value: bytes | None) -> RequestEvent:
     if value is None:
         raise InvalidEvent("the record has no value (a tombstone)")
     try:
-        return RequestEvent.model_validate_json(value)
+        event = RequestEvent.model_validate_json(value)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or "value"
         raise InvalidEvent(
             f"{exc.error_count()} problem(s), first: {where}: {first.get('msg')}"
         ) from None
+    check_storable(event)
+    return event
+
+
+def check_storable(event: RequestEvent) -> None:
+    """Raise :class:`InvalidEvent` unless SQL can store every field of ``event`` as it is."""
+    for name, limit in TEXT_LIMITS.items():
+        if len(getattr(event, name)) > limit:
+            raise InvalidEvent(f"{name} is longer than {limit} characters")
+    if not event.event_id:
+        raise InvalidEvent("event_id is empty")
+    if not 100 <= event.status <= 599:
+        raise InvalidEvent(f"status {event.status} is not an HTTP status (100-599)")
+    for name in ("ts", "latency_ms", "upstream_ms"):
+        number = getattr(event, name)
+        if not math.isfinite(number) or number < 0:
+            raise InvalidEvent(f"{name} must be a finite number >= 0, got {number}")
+    for name in ("bytes_in", "bytes_out"):
+        if not 0 <= getattr(event, name) <= MAX_BYTES:
+            raise InvalidEvent(f"{name} must be within 0..{MAX_BYTES}")
 
 
 def unique_by_event_id(events: Iterable[RequestEvent]) -> list[RequestEvent]:

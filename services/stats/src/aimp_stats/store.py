@@ -33,7 +33,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from aimp_core.events import RequestEvent
 
-from .domain import ERROR_STATUS_MIN, THROTTLED_STATUS, UsageFilter, nearest_rank
+from .domain import ERROR_STATUS_MIN, TEXT_LIMITS, THROTTLED_STATUS, UsageFilter, nearest_rank
 
 #: Rows per INSERT statement: 1000 rows x 14 columns stays under SQLite's (32766) and
 #: PostgreSQL's (65535) bound-parameter limits.
@@ -44,20 +44,20 @@ metadata = MetaData()
 request_events = Table(
     "request_events",
     metadata,
-    Column("event_id", String(128), primary_key=True),
+    Column("event_id", String(TEXT_LIMITS["event_id"]), primary_key=True),
     Column("ts", Float, nullable=False),
-    Column("trace_id", String(64), nullable=False),
-    Column("request_id", String(128), nullable=False),
-    Column("client_id", String(128), nullable=False),
-    Column("service", String(128), nullable=False),
-    Column("revision", String(128), nullable=False),
-    Column("instance_id", String(256), nullable=False),
+    Column("trace_id", String(TEXT_LIMITS["trace_id"]), nullable=False),
+    Column("request_id", String(TEXT_LIMITS["request_id"]), nullable=False),
+    Column("client_id", String(TEXT_LIMITS["client_id"]), nullable=False),
+    Column("service", String(TEXT_LIMITS["service"]), nullable=False),
+    Column("revision", String(TEXT_LIMITS["revision"]), nullable=False),
+    Column("instance_id", String(TEXT_LIMITS["instance_id"]), nullable=False),
     Column("status", Integer, nullable=False),
     Column("latency_ms", Float, nullable=False),
     Column("upstream_ms", Float, nullable=False),
     Column("bytes_in", BigInteger, nullable=False),
     Column("bytes_out", BigInteger, nullable=False),
-    Column("outcome", String(32), nullable=False),
+    Column("outcome", String(TEXT_LIMITS["outcome"]), nullable=False),
     Index("ix_request_events_service_ts", "service", "ts"),
     Index("ix_request_events_client_ts", "client_id", "ts"),
     Index("ix_request_events_ts", "ts"),
