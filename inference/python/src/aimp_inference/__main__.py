@@ -17,7 +17,6 @@ from pathlib import Path
 from types import FrameType
 
 from aimp_core.logging import configure_logging
-
 from aimp_inference.adapter import LOADERS, load_adapter
 from aimp_inference.triton_pod import PodPorts, build_triton
 

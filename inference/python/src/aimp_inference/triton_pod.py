@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from pytriton.decorators import batch
 from pytriton.model_config import ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
@@ -61,7 +62,7 @@ def infer_function(adapter: ModelAdapter) -> Callable[..., dict[str, Any]]:
     input_name = adapter.inputs[0].name
 
     @batch  # type: ignore[untyped-decorator]
-    def infer(**inputs: np.ndarray) -> dict[str, Any]:
+    def infer(**inputs: npt.NDArray[np.float64]) -> dict[str, Any]:
         return dict(adapter.infer(inputs[input_name]))
 
     return infer  # type: ignore[no-any-return]

@@ -1,0 +1,82 @@
+"""HTTP routes of deploy-control: deployments and pods (``/v1``)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from aimp_core.auth import Principal, can_operate, can_read_admin, require
+from aimp_deploy_control.schemas import DeploymentCreate, DeploymentList, DeploymentPublic, PodList
+from aimp_deploy_control.service import Deployments, pod_public
+
+
+class Verifier(Protocol):
+    async def verify(self, authorization: str | None) -> Principal: ...
+
+
+def get_deployments(request: Request) -> Deployments:
+    deployments: Deployments = request.app.state.deployments
+    return deployments
+
+
+async def get_caller(request: Request) -> Principal:
+    verifier: Verifier = request.app.state.verifier
+    return await verifier.verify(request.headers.get("authorization"))
+
+
+async def get_operator(caller: Annotated[Principal, Depends(get_caller)]) -> Principal:
+    require(can_operate(caller.roles), "deploying or removing models")
+    return caller
+
+
+async def get_reader(caller: Annotated[Principal, Depends(get_caller)]) -> Principal:
+    require(can_read_admin(caller.roles), "reading deployments and pods")
+    return caller
+
+
+DeploymentsDep = Annotated[Deployments, Depends(get_deployments)]
+Operator = Annotated[Principal, Depends(get_operator)]
+Reader = Annotated[Principal, Depends(get_reader)]
+
+router = APIRouter(prefix="/v1", tags=["deployments"])
+
+
+@router.post(
+    "/deployments",
+    status_code=201,
+    summary="Deploy a model file as a service (200 if the same deployment exists)",
+    responses={200: {"model": DeploymentPublic}, 400: {}, 409: {}},
+)
+async def create_deployment(
+    body: DeploymentCreate, response: Response, _caller: Operator, deployments: DeploymentsDep
+) -> DeploymentPublic:
+    view, created = await deployments.create(body)
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/v1/deployments/{view.name}"
+    return view
+
+
+@router.get("/deployments", summary="Every deployment with its pods")
+async def list_deployments(_caller: Reader, deployments: DeploymentsDep) -> DeploymentList:
+    return DeploymentList(deployments=await deployments.list())
+
+
+@router.get("/deployments/{name}", summary="One deployment with its pods and their states")
+async def get_deployment(
+    name: str, _caller: Reader, deployments: DeploymentsDep
+) -> DeploymentPublic:
+    return await deployments.get(name)
+
+
+@router.delete(
+    "/deployments/{name}", status_code=204, summary="Stop a deployment's pods and forget it"
+)
+async def delete_deployment(name: str, _caller: Operator, deployments: DeploymentsDep) -> Response:
+    await deployments.delete(name)
+    return Response(status_code=204)
+
+
+@router.get("/pods", summary="Every pod this deploy-control runs")
+async def list_pods(_caller: Reader, deployments: DeploymentsDep) -> PodList:
+    return PodList(pods=[pod_public(p) for p in deployments.backend.pods()])

@@ -1,0 +1,308 @@
+"""The local orchestrator: each pod is one Triton process plus one sidecar process.
+
+Every process leads its own process group (so stopping it also stops Triton's
+children), writes to its own log file and has a pid file. A supervisor task
+notices crashes, restarts the dead process after an exponential backoff, and
+marks a pod RUNNING once its sidecar answers ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from aimp_core.errors import AimpError
+from aimp_core.net import free_port
+from aimp_deploy_control import processes
+from aimp_deploy_control.backend import PodInfo, PodSpec, ProcessInfo
+from aimp_deploy_control.lifecycle import PodState, restart_delay_s, transition
+from aimp_deploy_control.settings import DeployControlSettings
+
+log = logging.getLogger(__name__)
+
+#: A sidecar's readiness answer is local and takes about a millisecond.
+READY_PROBE_TIMEOUT_S = 1.0
+
+
+class PodStartFailed(AimpError):
+    status, title = 500, "Pod start failed"
+
+
+@dataclass
+class Proc:
+    """One supervised process of a pod."""
+
+    role: str
+    argv: list[str]
+    env: dict[str, str]
+    log_file: Path
+    pid_file: Path
+    popen: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    crashes_in_row: int = 0
+    exit_code: int | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def spawn(self) -> None:
+        try:
+            self.popen = processes.spawn(
+                self.argv, env=self.env, log_file=self.log_file, pid_file=self.pid_file
+            )
+        except OSError as exc:
+            raise PodStartFailed(
+                f"cannot start the {self.role} process {self.argv[0]!r} ({exc.strerror}); "
+                "check AIMP_POD_COMMAND / AIMP_SIDECAR_COMMAND"
+            ) from None
+        self.started_at = time.monotonic()
+        self.exit_code = None
+
+    def info(self) -> ProcessInfo:
+        pid = self.popen.pid if self.popen is not None else None
+        return ProcessInfo(self.role, pid, self.alive, self.restarts, str(self.log_file))
+
+
+@dataclass
+class LocalPod:
+    spec: PodSpec
+    url: str
+    upstream_url: str
+    procs: dict[str, Proc]
+    state: PodState = PodState.PENDING
+    restart_at: float = 0.0
+    last_error: str | None = None
+
+    def move(self, target: PodState) -> None:
+        previous = self.state
+        self.state = transition(self.spec.pod_id, self.state, target)
+        log.info("pod state", extra={"pod": self.spec.pod_id, "from": previous, "to": target})
+
+    def info(self) -> PodInfo:
+        return PodInfo(
+            pod_id=self.spec.pod_id,
+            deployment=self.spec.deployment,
+            replica=self.spec.replica,
+            state=self.state,
+            url=self.url,
+            upstream_url=self.upstream_url,
+            restarts=sum(p.restarts for p in self.procs.values()),
+            last_error=self.last_error,
+            processes=[p.info() for p in self.procs.values()],
+        )
+
+
+class LocalProcessBackend:
+    """Runs pods as local processes (the default backend; Kubernetes comes later)."""
+
+    def __init__(self, settings: DeployControlSettings) -> None:
+        self.settings = settings
+        self._pods: dict[str, LocalPod] = {}
+        self._http = httpx.AsyncClient(timeout=READY_PROBE_TIMEOUT_S)
+        self._task: asyncio.Task[None] | None = None
+
+    # -- PodBackend -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Stop what a previous deploy-control left running, then begin supervising."""
+        stale = await asyncio.to_thread(processes.stop_stale, self.settings.pod_pid_dir)
+        if stale:
+            log.warning("stopped processes left by a previous run", extra={"processes": stale})
+        self._task = asyncio.create_task(self._supervise(), name="pod-supervisor")
+
+    async def start_pod(self, spec: PodSpec) -> PodInfo:
+        existing = self._pods.get(spec.pod_id)
+        if existing is not None:
+            return existing.info()
+        pod = self._build(spec)
+        pod.move(PodState.STARTING)
+        try:
+            for proc in pod.procs.values():
+                proc.spawn()
+        except PodStartFailed:
+            await self._stop(pod)
+            raise
+        self._pods[spec.pod_id] = pod
+        return pod.info()
+
+    async def stop_pod(self, pod_id: str) -> None:
+        pod = self._pods.get(pod_id)
+        if pod is not None:
+            await self._stop(pod)
+            self._pods.pop(pod_id, None)
+
+    def pods(self, deployment: str | None = None) -> list[PodInfo]:
+        return [
+            p.info()
+            for p in sorted(self._pods.values(), key=lambda p: p.spec.pod_id)
+            if deployment is None or p.spec.deployment == deployment
+        ]
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.gather(*(self.stop_pod(pod_id) for pod_id in list(self._pods)))
+        await self._http.aclose()
+
+    # -- building and stopping ----------------------------------------------------------
+
+    def _build(self, spec: PodSpec) -> LocalPod:
+        s = self.settings
+        http, grpc, metrics, sidecar = free_port(), free_port(), free_port(), free_port()
+        upstream = f"http://127.0.0.1:{http}"
+        base_env = {**os.environ, "AIMP_HOME": str(s.home), "PYTHONUNBUFFERED": "1"}
+        triton_argv = [
+            *s.pod_command,
+            "--model-file",
+            spec.model_file,
+            "--name",
+            spec.deployment,
+            "--framework",
+            spec.framework,
+            "--http-port",
+            str(http),
+            "--grpc-port",
+            str(grpc),
+            "--metrics-port",
+            str(metrics),
+        ]
+        sidecar_env = {
+            **base_env,
+            "AIMP_REGISTRY_URL": s.registry_url,
+            "AIMP_JWKS_URL": s.jwks_url,
+            "AIMP_TOKEN_ISSUER": s.token_issuer,
+            "AIMP_SIDECAR_PORT": str(sidecar),
+            "AIMP_SIDECAR_UPSTREAM_URL": upstream,
+            "AIMP_SIDECAR_SERVICE": spec.deployment,
+            "AIMP_SIDECAR_MODEL": spec.deployment,
+            "AIMP_SIDECAR_RUNTIME": "triton",
+            "AIMP_SIDECAR_REVISION": "1",
+        }
+
+        def proc(role: str, argv: list[str], env: dict[str, str]) -> Proc:
+            name = f"{spec.pod_id}-{role}"
+            return Proc(
+                role, argv, env, s.pod_log_dir / f"{name}.log", s.pod_pid_dir / f"{name}.pid"
+            )
+
+        return LocalPod(
+            spec,
+            url=f"http://127.0.0.1:{sidecar}",
+            upstream_url=upstream,
+            procs={
+                "triton": proc("triton", triton_argv, base_env),
+                "sidecar": proc("sidecar", [*s.sidecar_command], sidecar_env),
+            },
+        )
+
+    async def _stop(self, pod: LocalPod) -> None:
+        """Sidecar first (it leaves the registry and drains), then Triton."""
+        if pod.state in (PodState.STOPPING, PodState.STOPPED):
+            return
+        pod.move(PodState.STOPPING)
+        timeouts = {
+            "sidecar": self.settings.sidecar_stop_timeout_s,
+            "triton": self.settings.pod_stop_timeout_s,
+        }
+        for role in ("sidecar", "triton"):
+            proc = pod.procs[role]
+            if proc.popen is not None:
+                code = await processes.terminate(proc.popen, timeouts[role])
+                log.info(
+                    "process stopped",
+                    extra={"pod": pod.spec.pod_id, "role": role, "exit_code": code},
+                )
+            proc.pid_file.unlink(missing_ok=True)
+        pod.move(PodState.STOPPED)
+
+    # -- supervision --------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self.check_once()
+            except Exception:
+                log.exception("supervisor round failed")
+            await asyncio.sleep(self.settings.supervise_interval_s)
+
+    async def check_once(self) -> None:
+        """One supervision round over every pod."""
+        await asyncio.gather(*(self._check(p) for p in list(self._pods.values())))
+
+    async def _check(self, pod: LocalPod) -> None:
+        if pod.state not in (PodState.STARTING, PodState.RUNNING, PodState.CRASHED):
+            return
+        now = time.monotonic()
+        self._record_exits(pod, now)
+        if pod.state == PodState.CRASHED and now >= pod.restart_at:
+            for proc in pod.procs.values():
+                if not proc.alive:
+                    proc.restarts += 1
+                    proc.spawn()
+                    log.info(
+                        "process restarted",
+                        extra={
+                            "pod": pod.spec.pod_id,
+                            "role": proc.role,
+                            "restarts": proc.restarts,
+                        },
+                    )
+            pod.move(PodState.STARTING)
+        if pod.state == PodState.STARTING:
+            ready = await self._ready(pod)
+            if ready and pod.state == PodState.STARTING:  # a stop may have begun meanwhile
+                pod.move(PodState.RUNNING)
+        if pod.state == PodState.RUNNING:
+            for proc in pod.procs.values():
+                if now - proc.started_at >= self.settings.restart_reset_after_s:
+                    proc.crashes_in_row = 0
+
+    def _record_exits(self, pod: LocalPod, now: float) -> None:
+        s = self.settings
+        for proc in pod.procs.values():
+            if proc.popen is None or proc.alive or proc.exit_code is not None:
+                continue
+            proc.exit_code = proc.popen.returncode
+            processes.kill_group(proc.popen.pid, signal.SIGKILL)
+            if now - proc.started_at >= s.restart_reset_after_s:
+                proc.crashes_in_row = 0
+            proc.crashes_in_row += 1
+            delay = restart_delay_s(
+                proc.crashes_in_row,
+                initial_s=s.restart_backoff_initial_s,
+                max_s=s.restart_backoff_max_s,
+            )
+            pod.last_error = f"{proc.role} exited with code {proc.exit_code}; see {proc.log_file}"
+            log.warning(
+                "process crashed",
+                extra={
+                    "pod": pod.spec.pod_id,
+                    "role": proc.role,
+                    "exit_code": proc.exit_code,
+                    "restart_in_s": delay,
+                },
+            )
+            if pod.state != PodState.CRASHED:
+                pod.move(PodState.CRASHED)
+                pod.restart_at = now + delay
+            else:
+                pod.restart_at = max(pod.restart_at, now + delay)
+
+    async def _ready(self, pod: LocalPod) -> bool:
+        if not all(p.alive for p in pod.procs.values()):
+            return False
+        try:
+            return (await self._http.get(f"{pod.url}/readyz")).status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -1,0 +1,83 @@
+"""API tests in-process with a real key set and SQLite: auth, validation, not found."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aimp_core.auth import JwksVerifier
+from aimp_deploy_control.app import create_app
+from aimp_deploy_control.settings import DeployControlSettings
+
+
+@pytest.fixture
+async def api(aimp_home: Path, dc_keys: Any) -> AsyncIterator[httpx.AsyncClient]:
+    settings = DeployControlSettings(
+        home=aimp_home,
+        database_url=None,
+        jwks_url=dc_keys.jwks_url,
+        token_issuer=dc_keys.issuer,
+        registry_url="http://127.0.0.1:9/eureka",
+    )
+    app = create_app(settings, verifier=JwksVerifier(dc_keys.jwks_url, issuer=dc_keys.issuer))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dc") as http:
+            yield http
+
+
+def bearer(keys: Any, *roles: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys.mint(list(roles))}"}
+
+
+async def test_tokens_and_roles(api: httpx.AsyncClient, dc_keys: Any) -> None:
+    """No token is 401; an invoker may neither read nor deploy; an operator may read."""
+    assert (await api.get("/v1/deployments")).status_code == 401
+    invoker = bearer(dc_keys, "invoker")
+    assert (await api.get("/v1/deployments", headers=invoker)).status_code == 403
+    body = {"name": "iris", "model_file": "/nope"}
+    assert (await api.post("/v1/deployments", json=body, headers=invoker)).status_code == 403
+    expired = {"Authorization": f"Bearer {dc_keys.mint(['admin'], ttl_s=-120)}"}
+    assert (await api.get("/v1/pods", headers=expired)).status_code == 401
+    reader = bearer(dc_keys, "operator")
+    resp = await api.get("/v1/deployments", headers=reader)
+    assert resp.status_code == 200 and resp.json() == {"deployments": []}
+    assert (await api.get("/v1/pods", headers=reader)).json() == {"pods": []}
+
+
+async def test_validation_errors_say_what_to_fix(
+    api: httpx.AsyncClient, dc_keys: Any, tmp_path: Path
+) -> None:
+    """Bad names, missing files and bad replica counts are 400s naming the problem."""
+    admin = bearer(dc_keys, "admin")
+    model = tmp_path / "m.joblib"
+    model.write_bytes(b"x")
+    cases = [
+        ({"name": "Iris_1", "model_file": str(model)}, "DNS label"),
+        ({"name": "iris", "model_file": str(tmp_path / "gone.joblib")}, "does not exist"),
+        ({"name": "iris", "model_file": str(model), "replicas": 0}, "between 1 and 8"),
+    ]
+    for body, message in cases:
+        resp = await api.post("/v1/deployments", json=body, headers=admin)
+        assert resp.status_code == 400, resp.text
+        assert message in resp.json()["detail"]
+        assert resp.headers["content-type"] == "application/problem+json"
+    resp = await api.post(
+        "/v1/deployments",
+        headers=admin,
+        json={"name": "iris", "model_file": str(model), "framework": "onnx"},
+    )
+    assert resp.status_code == 422 and "sklearn" in resp.json()["detail"]
+    assert (await api.get("/v1/deployments", headers=admin)).json() == {"deployments": []}
+
+
+async def test_unknown_deployment_is_404(api: httpx.AsyncClient, dc_keys: Any) -> None:
+    """Reading or deleting a name that was never deployed is a 404 with a hint."""
+    admin = bearer(dc_keys, "admin")
+    resp = await api.get("/v1/deployments/ghost", headers=admin)
+    assert resp.status_code == 404 and "GET /v1/deployments" in resp.json()["detail"]
+    assert (await api.delete("/v1/deployments/ghost", headers=admin)).status_code == 404
