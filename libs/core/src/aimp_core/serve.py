@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
-def serve(app: FastAPI, *, host: str, port: int, graceful_shutdown_s: float = 10.0) -> None:
-    """Serve until SIGTERM or SIGINT; uvicorn then stops accepting and drains in-flight calls."""
+def serve(app: ASGIApp, *, host: str, port: int, graceful_shutdown_s: float = 10.0) -> None:
+    """Serve until SIGTERM or SIGINT; uvicorn then stops accepting and drains in-flight calls.
+
+    ``app`` is any ASGI app: a FastAPI app, or one that dispatches in front of it.
+    """
     config = uvicorn.Config(
         app,
         host=host,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from aimp_core.auth import ROLE_ADMIN, is_valid_role
 from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from aimp_core.auth import ROLE_ADMIN, is_valid_role
 
 #: Shorter admin passwords are refused; 12 characters resist online guessing.
 MIN_ADMIN_PASSWORD_LEN = 12
@@ -78,11 +79,11 @@ def admin_password_problem(username: str, password: str) -> str | None:
     """Why ``password`` may not guard the admin account, or None when it may."""
     if not password:
         return "the admin password is missing"
-    if len(password) < MIN_ADMIN_PASSWORD_LEN:
-        return f"the admin password is shorter than {MIN_ADMIN_PASSWORD_LEN} characters"
     lowered = password.lower()
     if lowered in KNOWN_DEFAULT_PASSWORDS or lowered == username.lower():
         return "the admin password is a well-known default"
+    if len(password) < MIN_ADMIN_PASSWORD_LEN:
+        return f"the admin password is shorter than {MIN_ADMIN_PASSWORD_LEN} characters"
     return None
 
 

@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aimp_core.auth import AUDIENCE, LEEWAY_S, Principal, bearer_token, verify_with_keys
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from aimp_core.auth import AUDIENCE, LEEWAY_S, Principal, bearer_token, verify_with_keys
 from aimp_gateway.keys import ALGORITHM, SigningKey
 
 

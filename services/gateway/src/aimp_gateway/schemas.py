@@ -1,0 +1,69 @@
+"""Request and response bodies of the gateway's HTTP API (Create and Public kept apart)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field, field_validator
+
+from aimp_core.auth import is_valid_role
+
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class ClientCreate(BaseModel):
+    """``POST /admin/clients``: the new client's id and roles (the secret is generated)."""
+
+    client_id: str = Field(pattern=CLIENT_ID_PATTERN, examples=["billing-app"])
+    roles: list[str] = Field(min_length=1, examples=[["invoke:resnet"]])
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: list[str]) -> list[str]:
+        for role in roles:
+            if not is_valid_role(role):
+                raise ValueError(
+                    f"unknown role '{role}'; use admin, operator, invoker or invoke:<service>"
+                )
+        return sorted(set(roles))
+
+
+class ClientCreated(BaseModel):
+    """The new client, with its secret: shown once, stored only as a hash."""
+
+    client_id: str
+    client_secret: str
+    roles: list[str]
+
+
+class ClientPublic(BaseModel):
+    """A client as listed: never its secret or hash."""
+
+    client_id: str
+    roles: list[str]
+    created_at: datetime
+    disabled: bool
+
+
+class TokenResponse(BaseModel):
+    """RFC 6749 §5.1."""
+
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the token type, not a secret
+    expires_in: int
+    scope: str
+
+
+class TokenError(BaseModel):
+    """RFC 6749 §5.2."""
+
+    error: str
+    error_description: str = ""
+
+
+class ServerMetadata(BaseModel):
+    """Open Inference Protocol server metadata (``GET /v2``)."""
+
+    name: str
+    version: str
+    extensions: list[str]

@@ -1,0 +1,32 @@
+"""The gateway's long-lived parts, built once at start and shared by every route."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from aimp_gateway.keys import SigningKey
+from aimp_gateway.oauth import TokenEndpoint
+from aimp_gateway.proxy import DataPlane
+from aimp_gateway.settings import GatewaySettings
+from aimp_gateway.store import Store
+
+
+@dataclass(frozen=True)
+class Gateway:
+    settings: GatewaySettings
+    key: SigningKey
+    store: Store
+    token_endpoint: TokenEndpoint
+    plane: DataPlane
+
+
+def _gateway(request: Request) -> Gateway:
+    gw = request.app.state.gateway
+    assert isinstance(gw, Gateway)
+    return gw
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
