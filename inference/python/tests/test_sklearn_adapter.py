@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 from sklearn.datasets import load_iris
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from aimp_inference.adapter import load_adapter
+from aimp_inference.adapter import framework_for, load_adapter
 from aimp_inference.demo import train_iris
 from aimp_inference.sklearn_adapter import SklearnAdapter
 from aimp_inference.triton_pod import python_lib_env
@@ -53,7 +53,7 @@ def test_iris_specs(iris_model: Path) -> None:
 def test_infer_matches_sklearn(iris_model: Path, rows: np.ndarray) -> None:
     """For any batch, outputs equal the estimator's own predict and predict_proba."""
     model = joblib.load(iris_model)
-    out = SklearnAdapter(model).infer(rows)
+    out = SklearnAdapter(model).infer({"input": rows})
     np.testing.assert_allclose(out["probabilities"], model.predict_proba(rows), rtol=0, atol=0)
     assert out["label"].dtype == np.int64
     assert out["label"].shape == (len(rows), 1)
@@ -65,7 +65,7 @@ def test_string_classes_become_indices() -> None:
     x, y = load_iris(return_X_y=True)
     names = np.array(["setosa", "versicolor", "virginica"])[y]
     model = LogisticRegression(max_iter=1000).fit(x, names)
-    out = SklearnAdapter(model).infer(x[[0, 149]])
+    out = SklearnAdapter(model).infer({"input": x[[0, 149]]})
     assert out["label"][:, 0].tolist() == [0, 2]
 
 
@@ -75,7 +75,8 @@ def test_regressor_answers_prediction() -> None:
     model = LinearRegression().fit(x, y.astype(float))
     adapter = SklearnAdapter(model)
     assert [s.name for s in adapter.outputs] == ["prediction"]
-    np.testing.assert_allclose(adapter.infer(x[:3])["prediction"][:, 0], model.predict(x[:3]))
+    prediction = adapter.infer({"input": x[:3]})["prediction"]
+    np.testing.assert_allclose(prediction[:, 0], model.predict(x[:3]))
 
 
 def test_unfitted_model_is_rejected() -> None:
@@ -86,10 +87,35 @@ def test_unfitted_model_is_rejected() -> None:
 
 def test_unknown_framework_and_missing_file(tmp_path: Path, iris_model: Path) -> None:
     """load_adapter names the supported frameworks and the missing file."""
-    with pytest.raises(ValueError, match="supported: sklearn"):
+    with pytest.raises(ValueError, match="supported: onnx, sklearn"):
         load_adapter(iris_model, "tensorflow")
     with pytest.raises(FileNotFoundError, match=r"nope\.joblib"):
         load_adapter(tmp_path / "nope.joblib")
+
+
+@pytest.mark.parametrize(
+    ("name", "framework"),
+    [("m.joblib", "sklearn"), ("m.pkl", "sklearn"), ("M.ONNX", "onnx"), ("a.b.onnx", "onnx")],
+)
+def test_framework_from_extension(name: str, framework: str) -> None:
+    """.joblib and .pkl mean scikit-learn, .onnx means ONNX (case does not matter)."""
+    assert framework_for(Path(name)) == framework
+
+
+@pytest.mark.parametrize("name", ["model.bin", "model", "model.onnx.gz"])
+def test_unknown_extension_says_what_to_do(name: str) -> None:
+    """Any other extension is refused with the known ones and the --framework way out."""
+    with pytest.raises(ValueError, match=r"\.joblib \(sklearn\).*--framework onnx\|sklearn"):
+        framework_for(Path(name))
+
+
+def test_framework_argument_wins_over_extension(tmp_path: Path, iris_model: Path) -> None:
+    """A joblib file under another name loads when the framework is named."""
+    renamed = tmp_path / "model.bin"
+    renamed.write_bytes(iris_model.read_bytes())
+    with pytest.raises(ValueError, match="cannot tell the framework"):
+        load_adapter(renamed)
+    assert load_adapter(renamed, "sklearn").batched
 
 
 def test_python_lib_env_prepends_libdir() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from aimp_core.net import free_port
 from aimp_core.registry_client import EurekaClient, Instance
@@ -164,6 +166,29 @@ async def wait_status(
     raise AssertionError(f"registry shows {seen!r}, wanted {status!r}\n{sc.logs()}")
 
 
+async def sidecar_metrics(http: httpx.AsyncClient, service: str) -> dict[str, float]:
+    """The sidecar's own metrics for ``service`` from GET /metrics, flattened.
+
+    Gauges and the histogram's count by name; ``requests_total:<status>``; ``le:<bound>``.
+    """
+    resp = await http.get("/metrics")
+    assert resp.status_code == 200
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(resp.text):
+        if not family.name.startswith("aimp_sidecar_"):
+            continue
+        for sample in family.samples:
+            if sample.labels.get("service") != service:
+                continue
+            if sample.name == "aimp_sidecar_requests_total":
+                out[f"requests_total:{sample.labels['status']}"] = sample.value
+            elif sample.name.endswith("_bucket"):
+                out[f"le:{sample.labels['le']}"] = sample.value
+            else:
+                out[sample.name] = sample.value
+    return out
+
+
 async def test_registers_proxies_limits_and_drains(
     registry_url: str,
     upstream: Upstream,
@@ -225,13 +250,26 @@ async def test_registers_proxies_limits_and_drains(
             for _ in range(2)
         ]
         await asyncio.sleep(0.3)
+        busy = await sidecar_metrics(http, sc.service)
+        assert (busy["aimp_sidecar_in_flight"], busy["aimp_sidecar_queued"]) == (1.0, 1.0)
         full = await http.post(f"/v2/models/{sc.service}/slow", headers=auth)
         assert full.status_code == 503 and full.headers["retry-after"] == "1"
         assert "capacity" in full.json()["error"]
         upstream.release.set()
         assert [r.status_code for r in await asyncio.gather(*slow)] == [200, 200]
-        metrics = (await http.get("/metrics")).text
-        assert f'aimp_sidecar_requests_total{{service="{sc.service}",status="503"}} 1.0' in metrics
+        done = await sidecar_metrics(http, sc.service)
+        assert (done["aimp_sidecar_in_flight"], done["aimp_sidecar_queued"]) == (0.0, 0.0)
+        by_status = {k: v for k, v in done.items() if k.startswith("requests_total:")}
+        assert by_status == {
+            "requests_total:200": 3.0,
+            "requests_total:401": 1.0,
+            "requests_total:403": 1.0,
+            "requests_total:503": 1.0,
+        }
+        # Every proxied call is timed; the two held calls waited >= 0.3 s.
+        assert done["aimp_sidecar_request_duration_seconds_count"] == 6.0
+        assert done["le:0.25"] <= 4.0 and done["le:+Inf"] == 6.0
+        assert done["aimp_sidecar_registered"] == 1.0
 
         # Readiness lost and regained shows up in the registry.
         upstream.ready = False
@@ -289,3 +327,42 @@ async def test_survives_registry_outage_and_registers_later(
     finally:
         registry.terminate()
         registry.wait(10)
+
+
+async def test_w3c_trace_context_crosses_the_sidecar(
+    registry_url: str, upstream: Upstream, start_sidecar: Callable[..., SidecarProc]
+) -> None:
+    """The upstream call joins the caller's trace under the sidecar's own span, keeps
+    tracestate, and a call without trace context starts one; ids match the answer's."""
+    upstream.ready = True
+    sc = start_sidecar(upstream.url, registry_url, AIMP_SIDECAR_VERIFY_TOKENS="false")
+    await wait_status(registry_url, sc, "UP", 15)
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    async with httpx.AsyncClient(base_url=sc.url, timeout=10) as http:
+        resp = await http.post(
+            f"/v2/models/{sc.service}/infer",
+            content=b"x",
+            headers={
+                "traceparent": f"00-{trace_id}-{caller_span}-01",
+                "tracestate": "vendor=abc",
+                "x-request-id": "caller-rid-1",
+            },
+        )
+        assert resp.status_code == 200
+        sent = upstream.seen[-1]["headers"]
+        version, seen_trace, seen_parent, flags = sent["traceparent"].split("-")
+        assert (version, seen_trace, flags) == ("00", trace_id, "01")
+        assert seen_parent != caller_span and len(seen_parent) == 16
+        assert sent["tracestate"] == "vendor=abc"
+        assert sent["x-request-id"] == resp.headers["x-request-id"] == "caller-rid-1"
+        assert resp.headers["traceparent"] == sent["traceparent"]
+
+        fresh = await http.post(f"/v2/models/{sc.service}/infer", content=b"y")
+        assert fresh.status_code == 200
+        sent = upstream.seen[-1]["headers"]
+        assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", sent["traceparent"])
+        assert sent["traceparent"].split("-")[1] not in (trace_id, "0" * 32)
+        assert fresh.headers["traceparent"] == sent["traceparent"]
+        assert sent["x-request-id"] == fresh.headers["x-request-id"] != ""
+    sc.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(sc.proc.wait, 10) == 0, sc.logs()

@@ -1,6 +1,7 @@
 """``aimp-triton-pod``: serve one model file through Triton until SIGTERM.
 
     aimp-triton-pod --model-file F --name NAME --http-port P --grpc-port G --metrics-port M
+                    [--framework sklearn|onnx]
 
 Exits 0 after a SIGTERM or SIGINT (Triton stopped cleanly), 1 if Triton died
 on its own, 2 on bad arguments or a model that cannot be loaded.
@@ -30,7 +31,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="aimp-triton-pod", description=__doc__.splitlines()[0])
     parser.add_argument("--model-file", type=Path, required=True)
     parser.add_argument("--name", required=True, help="model name (the service name)")
-    parser.add_argument("--framework", default="sklearn", choices=sorted(LOADERS))
+    parser.add_argument(
+        "--framework",
+        choices=sorted(LOADERS),
+        help="model format; default: from the extension (.joblib/.pkl sklearn, .onnx onnx)",
+    )
     parser.add_argument("--http-port", type=int, required=True)
     parser.add_argument("--grpc-port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
@@ -68,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
             "metrics_port": ports.metrics,
             "inputs": [s.name for s in adapter.inputs],
             "outputs": [s.name for s in adapter.outputs],
+            "batched": adapter.batched,
         },
     )
     exit_code = 0

@@ -15,7 +15,7 @@ import joblib
 import numpy as np
 import numpy.typing as npt
 
-from aimp_inference.adapter import TensorSpec
+from aimp_inference.adapter import Arrays, TensorSpec
 
 INPUT = "input"
 LABEL = "label"
@@ -66,8 +66,12 @@ class SklearnAdapter:
             specs.append(TensorSpec(PROBABILITIES, _F64, (len(self.classes),)))
         return specs
 
-    def infer(self, batch: npt.NDArray[np.float64]) -> dict[str, npt.NDArray[np.generic]]:
-        rows = np.asarray(batch, dtype=np.float64).reshape(-1, self.n_features)
+    @property
+    def batched(self) -> bool:
+        return True
+
+    def infer(self, inputs: Arrays) -> dict[str, npt.NDArray[np.generic]]:
+        rows = np.asarray(inputs[INPUT], dtype=np.float64).reshape(-1, self.n_features)
         if self.classes is None:
             pred = np.asarray(self.model.predict(rows), dtype=np.float64)
             return {PREDICTION: pred.reshape(len(rows), -1)}

@@ -57,13 +57,22 @@ def triton_config(ports: PodPorts, bind_address: str) -> TritonConfig:
     )
 
 
-def infer_function(adapter: ModelAdapter) -> Callable[..., dict[str, Any]]:
-    """The batched callable Triton invokes: stacked inputs in, stacked outputs out."""
-    input_name = adapter.inputs[0].name
+def infer_function(adapter: ModelAdapter) -> Callable[..., Any]:
+    """The callable Triton invokes.
+
+    Batched adapters get the rows of every gathered call stacked (PyTriton's
+    ``@batch``); unbatched ones get each call's inputs as they came.
+    """
+    if not adapter.batched:
+
+        def infer_each(requests: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+            return [dict(adapter.infer({k: r[k] for k in r})) for r in requests]
+
+        return infer_each
 
     @batch  # type: ignore[untyped-decorator]
-    def infer(**inputs: npt.NDArray[np.float64]) -> dict[str, Any]:
-        return dict(adapter.infer(inputs[input_name]))
+    def infer(**inputs: npt.NDArray[np.generic]) -> dict[str, Any]:
+        return dict(adapter.infer(inputs))
 
     return infer  # type: ignore[no-any-return]
 
@@ -79,7 +88,11 @@ def build_triton(
         infer_func=infer_function(adapter),
         inputs=[Tensor(name=s.name, dtype=s.dtype.type, shape=s.shape) for s in adapter.inputs],
         outputs=[Tensor(name=s.name, dtype=s.dtype.type, shape=s.shape) for s in adapter.outputs],
-        config=ModelConfig(batching=True, max_batch_size=MAX_BATCH_SIZE),
+        config=(
+            ModelConfig(batching=True, max_batch_size=MAX_BATCH_SIZE)
+            if adapter.batched
+            else ModelConfig(batching=False)
+        ),
         strict=True,
     )
     return triton

@@ -51,7 +51,13 @@ def create_service_app(
                 yield
         log.info("stopped", extra={"service": service})
 
-    app = FastAPI(title=f"aimp {service}", description=description, lifespan=_lifespan)
+    # TraceMiddleware owns the server span; FastAPI's own telemetry would add a second one.
+    app = FastAPI(
+        title=f"aimp {service}",
+        description=description,
+        lifespan=_lifespan,
+        telemetry={"tracing": False, "metrics": False, "logs": False},
+    )
     install_error_handlers(app, oip_prefix=oip_prefix)
 
     @app.get("/healthz", tags=["ops"], summary="The process is alive")

@@ -1,22 +1,23 @@
 """Keeping this pod's entry in the registry true: register, status, heartbeats, leave.
 
-The decisions are pure (:func:`desired_status`, :func:`backoff_s`); :class:`Registrar`
-runs them against the registry. An unreachable registry never stops the sidecar:
-each failure waits longer (1 s doubling to a ceiling) and the next success
-re-registers with the current status.
+The decisions are pure (:func:`desired_status`, :func:`backoff_s`, :func:`next_action`);
+:class:`Registrar` runs them against a :class:`Registration`, the small interface
+the registry adapter (:mod:`aimp_registry_sidecar.eureka_adapter`, py-eureka-client)
+implements. Nothing here imports a registry client library, so the logic is tested
+with an in-memory registration and the adapter against the real registry.
+
+An unreachable registry never stops the sidecar: each failure waits longer
+(1 s doubling to a ceiling) and the next success re-registers with the current status.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
-
-import httpx
-
-from aimp_core.registry_client import EurekaClient
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,33 @@ UP, DOWN, STARTING, OUT_OF_SERVICE = "UP", "DOWN", "STARTING", "OUT_OF_SERVICE"
 
 #: First retry delay after a failed registry call.
 BACKOFF_INITIAL_S = 1.0
+
+
+class RegistryUnreachable(Exception):
+    """A registry call failed: no connection, a timeout, or an error answer."""
+
+
+class Registration(Protocol):
+    """This pod's one entry in the registry; the adapter knows the app and instance id."""
+
+    @property
+    def app(self) -> str: ...
+
+    @property
+    def instance_id(self) -> str: ...
+
+    async def register(self, status: str) -> None:
+        """Register (or re-register) the instance with ``status``."""
+
+    async def renew(self, status: str) -> bool:
+        """Heartbeat; False means the registry does not know the instance (register again)."""
+        ...
+
+    async def set_status(self, status: str) -> None:
+        """Pin the instance's status in the registry (used for OUT_OF_SERVICE)."""
+
+    async def cancel(self) -> None:
+        """Remove the instance; an instance the registry no longer knows is not an error."""
 
 
 def desired_status(*, ready: bool, ever_ready: bool) -> str:
@@ -40,7 +68,31 @@ def backoff_s(failures: int, *, initial_s: float = BACKOFF_INITIAL_S, max_s: flo
     return float(min(max_s, initial_s * 2 ** min(failures - 1, 30)))
 
 
-DocumentFactory = Callable[[str], dict[str, Any]]
+class Action(enum.Enum):
+    NOTHING = "nothing"
+    REGISTER = "register"
+    RENEW = "renew"
+
+
+def next_action(
+    *,
+    registered: str | None,
+    want: str,
+    now: float,
+    renewed_at: float,
+    renewal_interval_s: float,
+    retry_at: float,
+) -> Action:
+    """What one round does: wait out a backoff, register a changed status, or heartbeat."""
+    if now < retry_at:
+        return Action.NOTHING
+    if registered != want:
+        return Action.REGISTER
+    if now - renewed_at >= renewal_interval_s:
+        return Action.RENEW
+    return Action.NOTHING
+
+
 ReadyProbe = Callable[[], Awaitable[bool]]
 
 
@@ -49,21 +101,15 @@ class Registrar:
 
     def __init__(
         self,
-        client: EurekaClient,
+        registration: Registration,
         *,
-        app: str,
-        instance_id: str,
-        document: DocumentFactory,
         probe: ReadyProbe,
         renewal_interval_s: float,
         poll_interval_s: float,
         backoff_max_s: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.client = client
-        self.app = app
-        self.instance_id = instance_id
-        self.document = document
+        self.registration = registration
         self.probe = probe
         self.renewal_interval_s = renewal_interval_s
         self.poll_interval_s = poll_interval_s
@@ -77,6 +123,10 @@ class Registrar:
         self._retry_at = 0.0
         self._renewed_at = 0.0
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def _ids(self) -> dict[str, str]:
+        return {"app": self.registration.app, "instance_id": self.registration.instance_id}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="registrar")
@@ -99,23 +149,31 @@ class Registrar:
         self.ever_ready = self.ever_ready or self.ready
         want = desired_status(ready=self.ready, ever_ready=self.ever_ready)
         now = self.clock()
-        if now < self._retry_at:
+        action = next_action(
+            registered=self.registered_status,
+            want=want,
+            now=now,
+            renewed_at=self._renewed_at,
+            renewal_interval_s=self.renewal_interval_s,
+            retry_at=self._retry_at,
+        )
+        if action is Action.NOTHING:
             return
         try:
-            if self.registered_status != want:
+            if action is Action.REGISTER:
                 await self._register(want)
-            elif now - self._renewed_at >= self.renewal_interval_s:
-                if not await self.client.renew(self.app, self.instance_id):
-                    log.warning("registry forgot this instance; registering again")
-                    await self._register(want)
+            elif await self.registration.renew(want):
                 self._renewed_at = now
-        except httpx.HTTPError as exc:
+            else:
+                log.warning("registry forgot this instance; registering again", extra=self._ids)
+                await self._register(want)
+        except RegistryUnreachable as exc:
             self.failures += 1
             delay = backoff_s(self.failures, max_s=self.backoff_max_s)
             self._retry_at = now + delay
             log.warning(
                 "registry call failed; retrying",
-                extra={"error": f"{type(exc).__name__}: {exc}"[:300], "retry_in_s": delay},
+                extra={"error": str(exc)[:300], "retry_in_s": delay, **self._ids},
             )
             return
         if self.failures:
@@ -123,38 +181,29 @@ class Registrar:
         self.failures = 0
 
     async def _register(self, status: str) -> None:
-        await self.client.register(self.document(status))
+        await self.registration.register(status)
         previous, self.registered_status = self.registered_status, status
         self._renewed_at = self.clock()
-        log.info(
-            "registered",
-            extra={
-                "app": self.app,
-                "instance_id": self.instance_id,
-                "status": status,
-                "previous": previous,
-            },
-        )
+        log.info("registered", extra={"status": status, "previous": previous, **self._ids})
 
     async def leave(self, *, before_cancel: Callable[[], Awaitable[None]] | None = None) -> None:
         """Mark the instance OUT_OF_SERVICE, run ``before_cancel`` (the drain), then cancel it."""
         await self.stop()
-        was_registered = self.registered_status is not None
-        if was_registered:
+        if self.registered_status is not None:
             try:
-                await self.client.set_status(self.app, self.instance_id, OUT_OF_SERVICE)
+                await self.registration.set_status(OUT_OF_SERVICE)
                 self.registered_status = OUT_OF_SERVICE
-                log.info("marked OUT_OF_SERVICE", extra={"instance_id": self.instance_id})
-            except httpx.HTTPError as exc:
-                log.warning("could not mark OUT_OF_SERVICE", extra={"error": type(exc).__name__})
+                log.info("marked OUT_OF_SERVICE", extra=self._ids)
+            except RegistryUnreachable as exc:
+                log.warning("could not mark OUT_OF_SERVICE", extra={"error": str(exc)[:300]})
         if before_cancel is not None:
             await before_cancel()
         # Cancel even when no registration was confirmed: one may have landed unanswered.
         try:
-            await self.client.cancel(self.app, self.instance_id)
-            log.info("deregistered", extra={"instance_id": self.instance_id})
-        except httpx.HTTPError as exc:
+            await self.registration.cancel()
+            log.info("deregistered", extra=self._ids)
+        except RegistryUnreachable as exc:
             log.warning(
-                "could not deregister; the lease will expire", extra={"error": type(exc).__name__}
+                "could not deregister; the lease will expire", extra={"error": str(exc)[:300]}
             )
         self.registered_status = None

@@ -7,22 +7,34 @@ import logging
 import time
 
 from aimp_core.auth import JwksVerifier
-from aimp_core.registry_client import (
-    META_MODEL,
-    META_REVISION,
-    META_RUNTIME,
-    EurekaClient,
-    app_name,
-    instance_document,
-)
+from aimp_core.registry_client import META_MODEL, META_REVISION, META_RUNTIME
 from aimp_registry_sidecar import metrics
 from aimp_registry_sidecar.admission import Gate
 from aimp_registry_sidecar.callers import CallerCheck, TokenCache, Verifier
+from aimp_registry_sidecar.eureka_adapter import EurekaRegistration, InstanceInfo
 from aimp_registry_sidecar.registration import Registrar
 from aimp_registry_sidecar.settings import SidecarSettings
 from aimp_registry_sidecar.upstream import Upstream
 
 log = logging.getLogger(__name__)
+
+
+def instance_info(s: SidecarSettings) -> InstanceInfo:
+    """What the registry is told about this pod, with the aimp.* metadata keys."""
+    return InstanceInfo(
+        service=s.sidecar_service,
+        instance_id=s.instance_id,
+        ip=s.sidecar_advertised_ip,
+        port=s.sidecar_port,
+        # Eureka leases count whole seconds; the heartbeat itself keeps the exact interval.
+        renewal_interval_s=max(1, round(s.sidecar_renewal_interval_s)),
+        lease_duration_s=s.sidecar_lease_duration_s,
+        metadata={
+            META_REVISION: s.sidecar_revision,
+            META_RUNTIME: s.sidecar_runtime,
+            META_MODEL: s.model_name,
+        },
+    )
 
 
 class Sidecar:
@@ -50,12 +62,11 @@ class Sidecar:
             pool_size=s.sidecar_concurrency_limit + 2,
             model=s.model_name,
         )
-        self.registry = EurekaClient(s.registry_url, timeout_s=s.http_timeout_s)
+        self.registration = EurekaRegistration(
+            s.registry_url, instance_info(s), timeout_s=s.http_timeout_s
+        )
         self.registrar = Registrar(
-            self.registry,
-            app=app_name(self.service),
-            instance_id=s.instance_id,
-            document=self.document,
+            self.registration,
             probe=self.upstream.ready,
             renewal_interval_s=s.sidecar_renewal_interval_s,
             poll_interval_s=s.sidecar_ready_poll_interval_s,
@@ -69,25 +80,9 @@ class Sidecar:
             lambda: float(self.registrar.registered_status is not None)
         )
 
-    def document(self, status: str) -> dict[str, object]:
-        s = self.settings
-        return instance_document(
-            app=self.service,
-            instance_id=s.instance_id,
-            ip=s.sidecar_advertised_ip,
-            port=s.sidecar_port,
-            status=status,
-            metadata={
-                META_REVISION: s.sidecar_revision,
-                META_RUNTIME: s.sidecar_runtime,
-                META_MODEL: s.model_name,
-            },
-            renewal_interval_s=max(1, round(s.sidecar_renewal_interval_s)),
-            lease_duration_s=s.sidecar_lease_duration_s,
-        )
-
     async def start(self) -> None:
         await self.upstream.start()
+        self.registration.start()
         self.registrar.start()
         log.info(
             "sidecar started",
@@ -123,4 +118,4 @@ class Sidecar:
 
     async def aclose(self) -> None:
         await self.upstream.aclose()
-        await self.registry.aclose()
+        await self.registration.aclose()
