@@ -9,13 +9,12 @@ import pytest
 from fastapi import FastAPI
 from pydantic import BaseModel
 
+from aimp_core.app import create_service_app
+from aimp_core.errors import NotFound, ServiceUnavailable, TooManyRequests
+
 
 class Body(BaseModel):
     rate: float
-
-
-from aimp_core.app import create_service_app
-from aimp_core.errors import NotFound, ServiceUnavailable, TooManyRequests
 
 
 async def _ok() -> None:

@@ -7,10 +7,10 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from aimp_core.net import free_port, wait_http_ok
@@ -69,38 +69,113 @@ def make_body() -> Any:
     return _body
 
 
-@dataclass
-class RegistryProcess:
-    """A registry started as its own process by the console script."""
+class RegistryNode:
+    """A registry started as its own process by the console script, on a fixed port and
+    AIMP_HOME so that it can be killed and started again with the same state."""
 
-    proc: subprocess.Popen[bytes]
-    base_url: str
-    log: Path
+    def __init__(self, home: Path, port: int | None = None, **env: str) -> None:
+        self.home = home
+        self.port = port or free_port()
+        self.env = dict(env)
+        self.log = home / f"registry-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     @property
     def eureka_url(self) -> str:
         return f"{self.base_url}/eureka"
 
+    def spawn(self) -> None:
+        """Start the process without waiting for it to answer."""
+        env = {
+            **os.environ,
+            "AIMP_REGISTRY_PORT": str(self.port),
+            "AIMP_HOME": str(self.home),
+            "AIMP_REGISTRY_PEER_SYNC_TIMEOUT_S": "2",
+            **self.env,
+        }
+        exe = Path(sys.executable).parent / "aimp-registry"
+        with open(self.log, "ab") as out:
+            # Its own session: a signal to the test runner's process group never reaches it.
+            self.proc = subprocess.Popen(
+                [str(exe)], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+
+    def wait_ready(self, timeout_s: float = 20) -> None:
+        wait_http_ok(f"{self.base_url}/healthz", timeout_s=timeout_s, interval_s=0.02)
+
+    def start(self) -> RegistryNode:
+        self.spawn()
+        self.wait_ready()
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def terminate(self) -> int | None:
+        """SIGTERM and wait for the graceful stop; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        return self.proc.returncode
+
+    def status(self) -> dict[str, Any]:
+        """This node's ``GET /eureka/status``."""
+        body: dict[str, Any] = httpx.get(f"{self.eureka_url}/status", timeout=5).json()
+        return body
+
+
+#: Kept for the older tests: the module-scoped registry is a RegistryNode.
+RegistryProcess = RegistryNode
+
 
 @pytest.fixture(scope="module")
-def registry_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+def registry_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryNode]:
     """``aimp-registry`` on a free port with its own AIMP_HOME, stopped with SIGTERM."""
-    home = tmp_path_factory.mktemp("registry-home")
-    port = free_port()
-    env = {**os.environ, "AIMP_REGISTRY_PORT": str(port), "AIMP_HOME": str(home)}
-    exe = Path(sys.executable).parent / "aimp-registry"
-    log = home / "registry.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(exe)], stdout=out, stderr=subprocess.STDOUT, env=env)
-    running = RegistryProcess(proc, f"http://127.0.0.1:{port}", log)
+    node = RegistryNode(tmp_path_factory.mktemp("registry-home"))
     try:
-        wait_http_ok(f"{running.base_url}/healthz", timeout_s=20)
-        yield running
+        yield node.start()
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        node.terminate()
+
+
+@pytest.fixture
+def start_nodes(tmp_path: Path) -> Iterator[Any]:
+    """Starts registry processes (each with its own AIMP_HOME), stopped after the test.
+
+    ``start_nodes(n, peers=True, **env)`` starts n nodes at once; with ``peers`` each
+    one lists the others in AIMP_REGISTRY_PEERS.
+    """
+    started: list[RegistryNode] = []
+
+    def _start(count: int, *, peers: bool = True, **env: str) -> list[RegistryNode]:
+        ports = [free_port() for _ in range(count)]
+        nodes = []
+        for i, port in enumerate(ports):
+            home = tmp_path / f"node-{port}"
+            home.mkdir()
+            others = [f"http://127.0.0.1:{p}/eureka" for j, p in enumerate(ports) if j != i]
+            extra = {"AIMP_REGISTRY_PEERS": ",".join(others)} if peers else {}
+            nodes.append(RegistryNode(home, port, **extra, **env))
+        started.extend(nodes)
+        for node in nodes:
+            node.spawn()
+        for node in nodes:
+            node.wait_ready()
+        return nodes
+
+    yield _start
+    for node in started:
+        node.terminate()

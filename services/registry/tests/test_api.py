@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,8 +22,9 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-def app(clock: Any) -> FastAPI:
-    return create_app(RegistrySettings(registry_eviction_interval_s=0.02), clock=clock)
+def app(clock: Any, tmp_path: Path) -> FastAPI:
+    settings = RegistrySettings(registry_eviction_interval_s=0.02, home=tmp_path)
+    return create_app(settings, clock=clock)
 
 
 @pytest.fixture

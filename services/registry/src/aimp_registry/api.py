@@ -1,52 +1,37 @@
-"""Eureka's REST API under ``/eureka``: registration, heartbeats, status, discovery."""
+"""Eureka's REST API under ``/eureka``, the writes: register, renew, cancel, status, metadata.
+
+Each successful client-originated write is handed to the replicator (never
+awaited); writes carrying ``x-netflix-discovery-replication: true`` come from a
+peer and are applied without being forwarded again.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from aimp_core.errors import BadRequest, NotFound
 from aimp_registry import metrics
-from aimp_registry.documents import (
-    parse_metadata,
-    parse_registration,
-    render_applications,
-    render_instance,
+from aimp_registry.deps import (
+    AcceptHeader,
+    ClockDep,
+    DirtyQuery,
+    ForwarderDep,
+    MeterDep,
+    StoreDep,
 )
+from aimp_registry.documents import parse_metadata, parse_registration, render_instance
 from aimp_registry.interface import RegistryStore, RenewOutcome
-from aimp_registry.model import (
-    STATUS_NAMES,
-    Clock,
-    InstanceRecord,
-    Status,
-    apps_hashcode,
-    parse_status,
-)
+from aimp_registry.model import STATUS_NAMES, Status, parse_status
+from aimp_registry.peers import Action, Task
 from aimp_registry.wire import decode_body, read_body, respond
 
 log = logging.getLogger(__name__)
 
 #: Largest registration body accepted; a full instance document is about 2 KiB.
 MAX_BODY_BYTES = 64 * 1024
-
-
-def get_store(request: Request) -> RegistryStore:
-    store: RegistryStore = request.app.state.store
-    return store
-
-
-def get_clock(request: Request) -> Clock:
-    clock: Clock = request.app.state.clock
-    return clock
-
-
-StoreDep = Annotated[RegistryStore, Depends(get_store)]
-ClockDep = Annotated[Clock, Depends(get_clock)]
-AcceptHeader = Annotated[str | None, Header()]
-DirtyQuery = Annotated[str | None, Query(alias="lastDirtyTimestamp")]
 
 router = APIRouter(prefix="/eureka", tags=["eureka"])
 
@@ -87,37 +72,18 @@ def _published(store: RegistryStore, version_before: int) -> None:
         metrics.publish_instances(store.status_counts())
 
 
-def _applications_body(
-    store: RegistryStore,
-    records: list[tuple[str, list[InstanceRecord]]],
-    hashcode: str | None = None,
-) -> dict[str, Any]:
-    statuses = (r.status for _, items in records for r in items)
-    return render_applications(
-        store.version,
-        apps_hashcode(statuses) if hashcode is None else hashcode,
-        [(name, [render_instance(r) for r in items]) for name, items in records],
-    )
-
-
-def _by_vip(store: RegistryStore, field: str, vip: str) -> list[tuple[str, list[InstanceRecord]]]:
-    out = []
-    for name, items in store.applications():
-        chosen = [
-            r
-            for r in items
-            if vip in (v.strip() for v in str(r.document.get(field, "")).split(","))
-        ]
-        if chosen:
-            out.append((name, chosen))
-    return out
+def _dirty_of(store: RegistryStore, app: str, instance_id: str) -> dict[str, str]:
+    rec = store.instance(app, instance_id)
+    return {} if rec is None else {"lastDirtyTimestamp": str(rec.last_dirty_ms)}
 
 
 # -- writes -------------------------------------------------------------------------------
 
 
 @router.post("/apps/{app}", status_code=204, summary="Register an instance (JSON or XML)")
-async def register(app: str, request: Request, store: StoreDep, clock: ClockDep) -> Response:
+async def register(
+    app: str, request: Request, store: StoreDep, clock: ClockDep, fwd: ForwarderDep
+) -> Response:
     body = await read_body(request, MAX_BODY_BYTES)
     registration = parse_registration(
         decode_body(body, request.headers.get("content-type")), app, now_ms=clock()
@@ -126,9 +92,15 @@ async def register(app: str, request: Request, store: StoreDep, clock: ClockDep)
     rec = store.register(registration)
     metrics.count("register")
     _published(store, before)
+    fwd.forward_register(rec.app, rec.instance_id)
     log.info(
         "registered",
-        extra={"app": rec.app, "instance_id": rec.instance_id, "status": rec.status.value},
+        extra={
+            "app": rec.app,
+            "instance_id": rec.instance_id,
+            "status": rec.status.value,
+            "replicated": fwd.replicated,
+        },
     )
     return Response(status_code=204)
 
@@ -138,37 +110,76 @@ async def renew(
     app: str,
     instance_id: str,
     store: StoreDep,
+    clock: ClockDep,
+    meter: MeterDep,
+    fwd: ForwarderDep,
+    accept: AcceptHeader = None,
     last_dirty: DirtyQuery = None,
     status: str | None = None,
     overriddenstatus: str | None = None,
 ) -> Response:
     reported = _status_param(status, "status")
-    _status_param(overriddenstatus, "overriddenstatus")  # validated; only replicas use it
+    override = _status_param(overriddenstatus, "overriddenstatus")
     before = store.version
     outcome = store.renew(
-        app, instance_id, reported_status=reported, client_dirty_ms=_dirty_param(last_dirty)
+        app,
+        instance_id,
+        reported_status=reported,
+        client_dirty_ms=_dirty_param(last_dirty),
+        replicated=fwd.replicated,
     )
     metrics.count("renew", "ok" if outcome == RenewOutcome.RENEWED else outcome.value)
+    if outcome != RenewOutcome.NOT_FOUND:
+        meter.record(clock())
+    rec = store.instance(app, instance_id)
+    if (
+        fwd.replicated
+        and outcome == RenewOutcome.RENEWED
+        and rec is not None
+        and override is not None
+        and override != Status.UNKNOWN
+        and rec.overridden_status != override
+    ):
+        # Eureka: a peer's heartbeat carries the override it holds; keep it here too.
+        store.set_status_override(app, instance_id, override)
     _published(store, before)
-    if outcome == RenewOutcome.NOT_FOUND:
+    if outcome == RenewOutcome.NOT_FOUND or rec is None:
         raise _not_registered(app, instance_id)
     if outcome == RenewOutcome.CLIENT_NEWER:
         raise NotFound(
             f"instance {instance_id!r} sent a newer lastDirtyTimestamp than the registry "
             f"holds; register it again with POST /eureka/apps/{app.upper()}"
         )
+    if outcome == RenewOutcome.SERVER_NEWER:
+        return respond({"instance": render_instance(rec)}, accept, status_code=409)
+    fwd.forward(
+        Task(
+            Action.HEARTBEAT,
+            rec.app,
+            rec.instance_id,
+            params={
+                "status": rec.status.value,
+                "overriddenstatus": rec.overridden_status.value,
+                "lastDirtyTimestamp": str(rec.last_dirty_ms),
+            },
+        )
+    )
     return Response(status_code=200)
 
 
 @router.delete("/apps/{app}/{instance_id}", summary="Cancel (deregister) an instance")
-async def cancel(app: str, instance_id: str, store: StoreDep) -> Response:
+async def cancel(app: str, instance_id: str, store: StoreDep, fwd: ForwarderDep) -> Response:
     before = store.version
     found = store.cancel(app, instance_id)
     metrics.count("cancel", "ok" if found else "not_found")
     _published(store, before)
     if not found:
         raise _not_registered(app, instance_id)
-    log.info("cancelled", extra={"app": app.upper(), "instance_id": instance_id})
+    fwd.forward(Task(Action.CANCEL, app.upper(), instance_id))
+    log.info(
+        "cancelled",
+        extra={"app": app.upper(), "instance_id": instance_id, "replicated": fwd.replicated},
+    )
     return Response(status_code=200)
 
 
@@ -177,6 +188,7 @@ async def set_status(
     app: str,
     instance_id: str,
     store: StoreDep,
+    fwd: ForwarderDep,
     value: str | None = None,
     last_dirty: DirtyQuery = None,
 ) -> Response:
@@ -194,6 +206,8 @@ async def set_status(
     _published(store, before)
     if not found:
         raise _not_registered(app, instance_id)
+    params = {"value": status.value, **_dirty_of(store, app, instance_id)}
+    fwd.forward(Task(Action.STATUS, app.upper(), instance_id, params=params))
     log.info(
         "status overridden",
         extra={"app": app.upper(), "instance_id": instance_id, "status": status.value},
@@ -206,6 +220,7 @@ async def delete_status(
     app: str,
     instance_id: str,
     store: StoreDep,
+    fwd: ForwarderDep,
     value: str | None = None,
     last_dirty: DirtyQuery = None,
 ) -> Response:
@@ -218,13 +233,15 @@ async def delete_status(
     _published(store, before)
     if not found:
         raise _not_registered(app, instance_id)
+    params = {"value": new_status.value, **_dirty_of(store, app, instance_id)}
+    fwd.forward(Task(Action.DELETE_STATUS, app.upper(), instance_id, params=params))
     log.info("status override removed", extra={"app": app.upper(), "instance_id": instance_id})
     return Response(status_code=200)
 
 
 @router.put("/apps/{app}/{instance_id}/metadata", summary="Set metadata (?key=value&...)")
 async def update_metadata(
-    app: str, instance_id: str, request: Request, store: StoreDep
+    app: str, instance_id: str, request: Request, store: StoreDep, fwd: ForwarderDep
 ) -> Response:
     items = parse_metadata(dict(request.query_params), "query parameter")
     before = store.version
@@ -233,63 +250,5 @@ async def update_metadata(
     _published(store, before)
     if not found:
         raise _not_registered(app, instance_id)
+    fwd.forward(Task(Action.METADATA, app.upper(), instance_id, params=items))
     return Response(status_code=200)
-
-
-# -- reads --------------------------------------------------------------------------------
-
-
-@router.get("/apps", summary="Every application and instance")
-@router.get("/apps/", include_in_schema=False)
-async def applications(store: StoreDep, accept: AcceptHeader = None) -> Response:
-    return respond(_applications_body(store, store.applications(), store.hashcode()), accept)
-
-
-@router.get("/apps/delta", summary="Changes of the last few minutes")
-async def delta(store: StoreDep, accept: AcceptHeader = None) -> Response:
-    latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for change in store.recent_changes():
-        latest.pop((change.app, change.instance_id), None)  # keep the newest, in change order
-        latest[(change.app, change.instance_id)] = change.snapshot
-    grouped: dict[str, list[dict[str, Any]]] = {}
-    for (app_name, _), snapshot in latest.items():
-        grouped.setdefault(app_name, []).append(snapshot)
-    body = render_applications(store.version, store.hashcode(), sorted(grouped.items()))
-    return respond(body, accept)
-
-
-@router.get("/apps/{app}", summary="One application")
-async def application(app: str, store: StoreDep, accept: AcceptHeader = None) -> Response:
-    records = store.application(app)
-    if not records:
-        raise NotFound(f"no instance of app {app.upper()!r} is registered")
-    rendered = _applications_body(store, [(app.upper(), records)])
-    return respond({"application": rendered["applications"]["application"][0]}, accept)
-
-
-@router.get("/apps/{app}/{instance_id}", summary="One instance of an application")
-async def app_instance(
-    app: str, instance_id: str, store: StoreDep, accept: AcceptHeader = None
-) -> Response:
-    rec = store.instance(app, instance_id)
-    if rec is None:
-        raise _not_registered(app, instance_id)
-    return respond({"instance": render_instance(rec)}, accept)
-
-
-@router.get("/instances/{instance_id}", summary="One instance, whatever its application")
-async def instance(instance_id: str, store: StoreDep, accept: AcceptHeader = None) -> Response:
-    rec = store.find_instance(instance_id)
-    if rec is None:
-        raise NotFound(f"no instance with id {instance_id!r} is registered")
-    return respond({"instance": render_instance(rec)}, accept)
-
-
-@router.get("/vips/{vip}", summary="Instances with this VIP address")
-async def vips(vip: str, store: StoreDep, accept: AcceptHeader = None) -> Response:
-    return respond(_applications_body(store, _by_vip(store, "vipAddress", vip)), accept)
-
-
-@router.get("/svips/{svip}", summary="Instances with this secure VIP address")
-async def svips(svip: str, store: StoreDep, accept: AcceptHeader = None) -> Response:
-    return respond(_applications_body(store, _by_vip(store, "secureVipAddress", svip)), accept)

@@ -3,15 +3,18 @@
 :class:`InMemoryRegistry` implements :class:`aimp_registry.interface.RegistryStore`.
 It is pure: the clock is injected, nothing here does I/O, and
 every method runs to completion without awaiting, so it needs no lock on one loop.
+Observers (the change stream, persistence) register listeners that are called
+synchronously after each change, in version order.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from aimp_registry.documents import render_instance
-from aimp_registry.interface import Change, RenewOutcome
+from aimp_registry.interface import Change, ChangeListener, RenewOutcome
 from aimp_registry.model import (
     ActionType,
     Clock,
@@ -22,6 +25,8 @@ from aimp_registry.model import (
     apps_hashcode,
     effective_status,
 )
+
+log = logging.getLogger(__name__)
 
 
 class InMemoryRegistry:
@@ -43,6 +48,7 @@ class InMemoryRegistry:
         self._overrides: dict[tuple[str, str], Status] = {}
         self._changes: deque[Change] = deque()
         self._version = 0
+        self._listeners: list[ChangeListener] = []
 
     # -- changes -----------------------------------------------------------------
 
@@ -51,12 +57,22 @@ class InMemoryRegistry:
         """Grows by one on every change; served as ``versions__delta``."""
         return self._version
 
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Call ``listener(change)`` after every change, in version order."""
+        self._listeners.append(listener)
+
     def _changed(self, rec: InstanceRecord, action: ActionType, now_ms: int) -> None:
         rec.action_type = action
         rec.last_updated_ms = now_ms
         self._version += 1
-        self._changes.append(Change(now_ms, rec.app, rec.instance_id, render_instance(rec)))
+        change = Change(now_ms, rec.app, rec.instance_id, render_instance(rec), self._version)
+        self._changes.append(change)
         self._purge_changes(now_ms)
+        for listener in self._listeners:
+            try:
+                listener(change)
+            except Exception:  # an observer's bug must not undo or block the change
+                log.exception("change listener failed", extra={"version": change.version})
 
     def _purge_changes(self, now_ms: int) -> None:
         while self._changes and self._changes[0].at_ms < now_ms - self._retention_ms:
@@ -112,7 +128,9 @@ class InMemoryRegistry:
             action_type=ActionType.ADDED,
         )
         instances[reg.instance_id] = rec
-        self._changed(rec, ActionType.ADDED, now)
+        # A known instance registering again is announced as MODIFIED (Eureka says ADDED,
+        # which eureka-js-client's delta merge ignores for an instance it already holds).
+        self._changed(rec, ActionType.ADDED if existing is None else ActionType.MODIFIED, now)
         return rec
 
     def renew(
@@ -122,11 +140,14 @@ class InMemoryRegistry:
         *,
         reported_status: Status | None = None,
         client_dirty_ms: int | None = None,
+        replicated: bool = False,
     ) -> RenewOutcome:
         """A heartbeat. ``reported_status`` is the status the client says it has now.
 
         As in Eureka, an unknown instance or one whose status is UNKNOWN is not found
-        (the client re-registers), and so is a client holding a newer document.
+        (the client re-registers), and so is a client holding a newer document. A
+        ``replicated`` heartbeat for an older document than ours is SERVER_NEWER (the
+        peer must take our copy) and its status is not applied.
         """
         rec = self.instance(app, instance_id)
         if rec is None:
@@ -140,6 +161,8 @@ class InMemoryRegistry:
         outcome = RenewOutcome.RENEWED
         if client_dirty_ms is not None and client_dirty_ms > rec.last_dirty_ms:
             outcome = RenewOutcome.CLIENT_NEWER
+        elif replicated and client_dirty_ms is not None and client_dirty_ms < rec.last_dirty_ms:
+            outcome = RenewOutcome.SERVER_NEWER
         elif reported_status is not None:
             status = effective_status(reported_status, override, status)
         if status != rec.status:
@@ -225,8 +248,9 @@ class InMemoryRegistry:
         self._remove(rec, self._clock())
         return True
 
-    def evict_expired(self) -> list[InstanceRecord]:
-        """Remove every instance whose lease has expired; returns the removed ones."""
+    def evict_expired(self, limit: int | None = None) -> list[InstanceRecord]:
+        """Remove instances whose lease has expired, at most ``limit`` of them (the
+        longest silent first); returns the removed ones."""
         now = self._clock()
         expired = [
             rec
@@ -234,10 +258,28 @@ class InMemoryRegistry:
             for rec in instances.values()
             if rec.lease.is_expired(now)
         ]
+        if limit is not None and len(expired) > limit:
+            expired.sort(key=lambda r: r.lease.last_renewal_ms)
+            expired = expired[: max(0, limit)]
         for rec in expired:
             self._remove(rec, now)
         self._purge_changes(now)
         return expired
+
+    def restore(self, records: Iterable[InstanceRecord], version: int) -> None:
+        """Load persisted instances after a restart, without announcing them as changes.
+
+        Each lease restarts now, so clients get a full lease duration to renew before
+        the restart gap could count against them; overrides come back with the records.
+        """
+        now = self._clock()
+        for rec in records:
+            rec.lease.last_renewal_ms = now
+            rec.lease.eviction_ms = 0
+            self._apps.setdefault(rec.app, {})[rec.instance_id] = rec
+            if rec.overridden_status != Status.UNKNOWN:
+                self._overrides[(rec.app, rec.instance_id)] = rec.overridden_status
+        self._version = max(self._version, version)
 
     # -- reads -------------------------------------------------------------------
 
@@ -256,6 +298,10 @@ class InMemoryRegistry:
             if (rec := self._apps[name].get(instance_id)) is not None:
                 return rec
         return None
+
+    def size(self) -> int:
+        """How many instances are registered."""
+        return sum(len(i) for i in self._apps.values())
 
     def hashcode(self) -> str:
         """``apps__hashcode`` of the whole registry."""

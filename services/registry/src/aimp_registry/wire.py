@@ -56,8 +56,8 @@ def decode_body(body: bytes, content_type: str | None) -> Any:
         raise InvalidInstance(f"the body is not valid JSON: {exc}") from None
 
 
-def respond(payload: dict[str, Any], accept: str | None) -> Response:
+def respond(payload: dict[str, Any], accept: str | None, status_code: int = 200) -> Response:
     """``payload`` (a one-key dict such as ``{"applications": ...}``) as JSON or XML."""
     if wants_json(accept):
-        return JSONResponse(payload)
-    return Response(xmlcodec.dumps(payload), media_type=XML_MEDIA_TYPE)
+        return JSONResponse(payload, status_code=status_code)
+    return Response(xmlcodec.dumps(payload), status_code=status_code, media_type=XML_MEDIA_TYPE)
