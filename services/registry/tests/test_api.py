@@ -319,3 +319,46 @@ async def test_oversized_registration_is_413(http: httpx.AsyncClient, make_body:
     resp = await http.post("/eureka/apps/iris", json=doc)
     assert resp.status_code == 413
     assert resp.headers["content-type"].startswith(PROBLEM)
+
+
+async def test_gzip_when_asked_and_large(http: httpx.AsyncClient, register: Any) -> None:
+    """Listings above 1 KiB are gzipped for clients that accept it; small answers are not."""
+    for i in range(4):
+        await register("iris", f"g-{i}")
+    gz = {**JSON, "Accept-Encoding": "gzip"}
+    big = await http.get("/eureka/apps", headers=gz)
+    assert big.headers["content-encoding"] == "gzip"
+    assert len(big.json()["applications"]["application"][0]["instance"]) == 4
+    plain = await http.get("/eureka/apps", headers={**JSON, "Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    small = await http.get("/eureka/apps/iris/g-0", headers=gz)
+    assert "content-encoding" not in small.headers
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_self_preservation_is_visible_and_switchable(
+    clock: Any, tmp_path: Path, make_body: Any, enabled: bool
+) -> None:
+    """A lone silent instance: kept and reported while self-preservation is on, else evicted."""
+    settings = RegistrySettings(
+        home=tmp_path, registry_eviction_interval_s=0.01, registry_self_preservation=enabled
+    )
+    app = create_app(settings, clock=clock)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://r") as http,
+        app.router.lifespan_context(app),
+    ):
+        assert (await http.post("/eureka/apps/iris", json=make_body())).status_code == 204
+        clock.advance(91)
+        await asyncio.sleep(0.1)
+        status = (await http.get("/eureka/status")).json()
+        preservation = status["self_preservation"]
+        assert preservation["enabled"] is enabled and preservation["active"] is enabled
+        assert status["instances"] == (1 if enabled else 0)
+        if enabled:  # one instance renewing every 30 s: 2 a minute expected, 1.7 needed
+            assert preservation["expected_renewals"] == 2.0
+            assert preservation["threshold"] == pytest.approx(1.7)
+            assert preservation["renewals_last_window"] == 0
+        metrics = (await http.get("/metrics")).text
+        assert f"aimp_registry_self_preservation {1.0 if enabled else 0.0}" in metrics

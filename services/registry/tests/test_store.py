@@ -206,3 +206,11 @@ def test_reregistration_keeps_service_up_time(
     first = register().lease.service_up_ms
     clock.advance(5)
     assert register().lease.service_up_ms == first
+
+
+def test_reregistration_is_announced_as_modified(store: InMemoryRegistry, register: Any) -> None:
+    """A known instance registering again shows up as MODIFIED, a new one as ADDED."""
+    register("iris", "a")
+    register("iris", "a", port=9001)
+    assert [c.snapshot["actionType"] for c in store.recent_changes()] == ["ADDED", "MODIFIED"]
+    assert [c.version for c in store.recent_changes()] == [1, 2]

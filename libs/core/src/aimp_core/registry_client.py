@@ -341,7 +341,7 @@ class RegistryView:
                         log.info("following the registry's change stream")
                     self.ready.set()
                     delay = self.backoff_min_s
-            except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            except (httpx.HTTPError, httpx.StreamError, ValueError, KeyError, TypeError) as exc:
                 if self.connected:
                     log.warning(
                         "registry change stream lost; reconnecting: %s",

@@ -1,6 +1,8 @@
 """aimp-registry: a Eureka-compatible service registry.
 
-Layers: ``model`` and ``store`` hold the pure registry (clock injected),
-``documents`` and ``xmlcodec`` the Eureka JSON/XML shapes, ``api`` the HTTP
-routes, ``eviction`` the lease sweeper, ``app`` the wiring.
+Pure layers: ``model``, ``store`` (clock injected, change listeners),
+``preservation``, ``peers``, ``records``, ``stream``. Adapters: ``persistence``
+(SQL), ``replication`` (HTTP to peers), ``eviction`` (the sweeper task). Eureka's
+shapes: ``documents``, ``xmlcodec``, ``views``, ``wire``. Routes: ``api``
+(writes), ``read_api``, ``stream_api``. ``app`` wires everything.
 """
