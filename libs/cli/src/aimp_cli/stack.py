@@ -93,6 +93,10 @@ def service_env(home: Home, ports: Ports, redis_url: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # A laptop runs a handful of pods: with so few, one dead pod already looks like a
+    # network partition to Eureka's self-preservation, which would then keep it listed.
+    # Eureka's own advice for development is to switch it off; production keeps it on.
+    env.setdefault("AIMP_REGISTRY_SELF_PRESERVATION", "false")
     return env
 
 

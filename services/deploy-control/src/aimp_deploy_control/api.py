@@ -1,4 +1,4 @@
-"""HTTP routes of deploy-control: deployments and pods (``/v1``)."""
+"""HTTP routes of deploy-control: deployments, scaling, rolling restarts, pods, runtimes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,17 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Depends, Request, Response
 
 from aimp_core.auth import Principal, can_operate, can_read_admin, require
-from aimp_deploy_control.schemas import DeploymentCreate, DeploymentList, DeploymentPublic, PodList
-from aimp_deploy_control.service import Deployments, pod_public
+from aimp_deploy_control.schemas import (
+    DeploymentCreate,
+    DeploymentList,
+    DeploymentPublic,
+    PodList,
+    RolloutPublic,
+    RuntimeList,
+    ScalePublic,
+    ScaleUpdate,
+)
+from aimp_deploy_control.service import Deployments, pod_public, runtimes_public
 
 
 class Verifier(Protocol):
@@ -26,7 +35,7 @@ async def get_caller(request: Request) -> Principal:
 
 
 async def get_operator(caller: Annotated[Principal, Depends(get_caller)]) -> Principal:
-    require(can_operate(caller.roles), "deploying or removing models")
+    require(can_operate(caller.roles), "deploying, scaling, restarting or removing models")
     return caller
 
 
@@ -80,3 +89,38 @@ async def delete_deployment(name: str, _caller: Operator, deployments: Deploymen
 @router.get("/pods", summary="Every pod this deploy-control runs")
 async def list_pods(_caller: Reader, deployments: DeploymentsDep) -> PodList:
     return PodList(pods=[pod_public(p) for p in deployments.backend.pods()])
+
+
+@router.put(
+    "/deployments/{name}/scale",
+    summary="Run exactly N pods (0 stops them all and keeps the deployment)",
+    responses={400: {}, 404: {}, 409: {}},
+)
+async def scale_deployment(
+    name: str, body: ScaleUpdate, _caller: Operator, deployments: DeploymentsDep
+) -> ScalePublic:
+    return await deployments.scale(name, body.replicas)
+
+
+@router.get("/deployments/{name}/scale", summary="Pods asked for and pods ready")
+async def get_scale(name: str, _caller: Reader, deployments: DeploymentsDep) -> ScalePublic:
+    return await deployments.scale_of(name)
+
+
+@router.post(
+    "/deployments/{name}/restart",
+    status_code=202,
+    summary="Replace the pods one at a time; progress in GET /v1/deployments/{name}",
+    responses={400: {}, 404: {}, 409: {}},
+)
+async def restart_deployment(
+    name: str, response: Response, _caller: Operator, deployments: DeploymentsDep
+) -> RolloutPublic:
+    rollout = await deployments.restart(name)
+    response.headers["Location"] = f"/v1/deployments/{name}"
+    return rollout
+
+
+@router.get("/runtimes", summary="Inference runtimes and whether each can run here")
+async def list_runtimes(_caller: Reader, deployments: DeploymentsDep) -> RuntimeList:
+    return RuntimeList(runtimes=runtimes_public(deployments.settings))

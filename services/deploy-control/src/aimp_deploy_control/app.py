@@ -15,6 +15,7 @@ from aimp_core.db import make_engine
 from aimp_deploy_control.api import Verifier, router
 from aimp_deploy_control.backend import PodBackend
 from aimp_deploy_control.local_backend import LocalProcessBackend
+from aimp_deploy_control.rollout import RolloutRunner, UpProbe
 from aimp_deploy_control.service import Deployments
 from aimp_deploy_control.settings import DeployControlSettings
 from aimp_deploy_control.store import DeploymentStore
@@ -30,7 +31,14 @@ def create_app(
 ) -> FastAPI:
     store = DeploymentStore(make_engine(settings.sql_url(SERVICE)))
     backend = backend or LocalProcessBackend(settings)
-    deployments = Deployments(store, backend, max_replicas=settings.max_replicas)
+    probe = UpProbe(settings.registry_url, timeout_s=settings.http_timeout_s)
+    runner = RolloutRunner(
+        backend,
+        probe,
+        ready_timeout_s=settings.deploy_control_rollout_ready_timeout_s,
+        poll_interval_s=settings.deploy_control_rollout_poll_interval_s,
+    )
+    deployments = Deployments(store, backend, settings, runner)
 
     def ping_db() -> None:
         with store.engine.connect() as conn:
@@ -47,7 +55,9 @@ def create_app(
         try:
             yield
         finally:
+            await deployments.close()  # rollouts stop between steps
             await backend.close()  # stops every pod gracefully: sidecars drain first
+            await probe.aclose()
             store.engine.dispose()
 
     app = create_service_app(

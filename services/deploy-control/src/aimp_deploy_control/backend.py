@@ -19,8 +19,11 @@ class PodSpec:
 
     deployment: str
     replica: int
+    #: The file the server loads: the user's file for Triton, the exported JSON otherwise.
     model_file: str
     framework: str
+    #: Which server runs it: triton, cpp or java (see runtimes.py).
+    runtime: str = "triton"
 
     @property
     def pod_id(self) -> str:
@@ -41,6 +44,7 @@ class PodInfo:
     pod_id: str
     deployment: str
     replica: int
+    runtime: str
     state: PodState
     #: Where callers reach the pod (its sidecar); registered in the registry as such.
     url: str

@@ -1,4 +1,7 @@
-"""The local orchestrator: each pod is one Triton process plus one sidecar process.
+"""The local orchestrator: each pod is one inference server process plus one sidecar process.
+
+The server is Triton (``aimp-triton-pod``), the C++ pod or the Java pod, by the
+pod's runtime; the sidecar in front of it is the same for all three.
 
 Every process leads its own process group (so stopping it also stops Triton's
 children), writes to its own log file and has a pid file. A supervisor task
@@ -21,7 +24,7 @@ import httpx
 
 from aimp_core.errors import AimpError
 from aimp_core.net import free_port
-from aimp_deploy_control import processes
+from aimp_deploy_control import processes, runtimes
 from aimp_deploy_control.backend import PodInfo, PodSpec, ProcessInfo
 from aimp_deploy_control.lifecycle import PodState, restart_delay_s, transition
 from aimp_deploy_control.settings import DeployControlSettings
@@ -61,9 +64,11 @@ class Proc:
                 self.argv, env=self.env, log_file=self.log_file, pid_file=self.pid_file
             )
         except OSError as exc:
+            known = runtimes.RUNTIMES.get(self.role)
+            setting = known.setting if known else "AIMP_SIDECAR_COMMAND"
             raise PodStartFailed(
                 f"cannot start the {self.role} process {self.argv[0]!r} ({exc.strerror}); "
-                "check AIMP_POD_COMMAND / AIMP_SIDECAR_COMMAND"
+                f"check {setting}"
             ) from None
         self.started_at = time.monotonic()
         self.exit_code = None
@@ -78,6 +83,7 @@ class LocalPod:
     spec: PodSpec
     url: str
     upstream_url: str
+    server_role: str
     procs: dict[str, Proc]
     state: PodState = PodState.PENDING
     restart_at: float = 0.0
@@ -93,6 +99,7 @@ class LocalPod:
             pod_id=self.spec.pod_id,
             deployment=self.spec.deployment,
             replica=self.spec.replica,
+            runtime=self.spec.runtime,
             state=self.state,
             url=self.url,
             upstream_url=self.upstream_url,
@@ -159,24 +166,21 @@ class LocalProcessBackend:
 
     def _build(self, spec: PodSpec) -> LocalPod:
         s = self.settings
-        http, grpc, metrics, sidecar = free_port(), free_port(), free_port(), free_port()
-        upstream = f"http://127.0.0.1:{http}"
+        command = runtimes.command_of(s, spec.runtime)
+        if command is None:
+            raise PodStartFailed(runtimes.unavailable_reason(s, spec.runtime) or spec.runtime)
+        ports = [free_port() for _ in range(runtimes.ports_needed(spec.runtime))]
+        sidecar = free_port()
+        upstream = f"http://127.0.0.1:{ports[0]}"
         base_env = {**os.environ, "AIMP_HOME": str(s.home), "PYTHONUNBUFFERED": "1"}
-        triton_argv = [
-            *s.pod_command,
-            "--model-file",
-            spec.model_file,
-            "--name",
-            spec.deployment,
-            "--framework",
-            spec.framework,
-            "--http-port",
-            str(http),
-            "--grpc-port",
-            str(grpc),
-            "--metrics-port",
-            str(metrics),
-        ]
+        server_argv = runtimes.server_argv(
+            command,
+            spec.runtime,
+            model_file=spec.model_file,
+            name=spec.deployment,
+            framework=spec.framework,
+            ports=ports,
+        )
         sidecar_env = {
             **base_env,
             "AIMP_REGISTRY_URL": s.registry_url,
@@ -186,7 +190,7 @@ class LocalProcessBackend:
             "AIMP_SIDECAR_UPSTREAM_URL": upstream,
             "AIMP_SIDECAR_SERVICE": spec.deployment,
             "AIMP_SIDECAR_MODEL": spec.deployment,
-            "AIMP_SIDECAR_RUNTIME": "triton",
+            "AIMP_SIDECAR_RUNTIME": spec.runtime,
             "AIMP_SIDECAR_REVISION": "1",
         }
 
@@ -196,26 +200,29 @@ class LocalProcessBackend:
                 role, argv, env, s.pod_log_dir / f"{name}.log", s.pod_pid_dir / f"{name}.pid"
             )
 
+        # The server's role is its runtime's name (triton, cpp, java): logs and pid files
+        # say which kind of process each is.
         return LocalPod(
             spec,
             url=f"http://127.0.0.1:{sidecar}",
             upstream_url=upstream,
+            server_role=spec.runtime,
             procs={
-                "triton": proc("triton", triton_argv, base_env),
+                spec.runtime: proc(spec.runtime, server_argv, base_env),
                 "sidecar": proc("sidecar", [*s.sidecar_command], sidecar_env),
             },
         )
 
     async def _stop(self, pod: LocalPod) -> None:
-        """Sidecar first (it leaves the registry and drains), then Triton."""
+        """Sidecar first (it leaves the registry and drains), then the inference server."""
         if pod.state in (PodState.STOPPING, PodState.STOPPED):
             return
         pod.move(PodState.STOPPING)
         timeouts = {
             "sidecar": self.settings.sidecar_stop_timeout_s,
-            "triton": self.settings.pod_stop_timeout_s,
+            pod.server_role: self.settings.pod_stop_timeout_s,
         }
-        for role in ("sidecar", "triton"):
+        for role in ("sidecar", pod.server_role):
             proc = pod.procs[role]
             if proc.popen is not None:
                 code = await processes.terminate(proc.popen, timeouts[role])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from aimp_core.settings import DEFAULT_PORTS, CoreSettings
 
@@ -27,6 +27,29 @@ class DeployControlSettings(CoreSettings):
     #: Replicas one deployment may ask for; a laptop runs out of cores well before more.
     max_replicas: int = Field(default=8, ge=1)
 
+    # -- native runtimes (language-agnostic pods) ------------------------------------------
+    #: Absolute path of the C++ pod (inference/cpp/build/aimp-cpp-pod after `make native`);
+    #: unset means runtime 'cpp' is unavailable here (its toolchain is optional).
+    deploy_control_cpp_pod_command: str | None = None
+    #: Absolute path of the Java pod launcher (inference/java/build/aimp-java-pod); unset means
+    #: runtime 'java' is unavailable here (a JDK is optional).
+    deploy_control_java_pod_command: str | None = None
+    #: Converts a joblib model to the portable JSON the native pods load (MODEL OUT appended).
+    #: It runs as a subprocess: deploy-control never imports the inference package.
+    deploy_control_export_command: list[str] = Field(
+        default_factory=lambda: [sys.executable, "-m", "aimp_inference.export"]
+    )
+    #: Importing scikit-learn alone takes ~1.5 s; a forest of a few hundred trees a few more.
+    deploy_control_export_timeout_s: float = Field(default=60.0, gt=0)
+
+    # -- rolling restarts ---------------------------------------------------------------
+    #: Longest wait for one replacement to be UP before the rollout stops as failed
+    #: (Triton takes ~3 s on a CPU, a large model's load can take a minute).
+    deploy_control_rollout_ready_timeout_s: float = Field(default=120.0, gt=0)
+    #: How often a replacement's readiness and registry status are read while waiting;
+    #: 0.1 s keeps a rollout's idle time per replica small at ~2 local calls per tick.
+    deploy_control_rollout_poll_interval_s: float = Field(default=0.1, gt=0)
+
     # -- supervision ----------------------------------------------------------------------
     #: First delay before restarting a crashed process; doubles on each further crash.
     restart_backoff_initial_s: float = Field(default=1.0, gt=0)
@@ -42,6 +65,23 @@ class DeployControlSettings(CoreSettings):
     sidecar_stop_timeout_s: float = Field(default=25.0, gt=0)
     #: Wait for Triton (its own exit timeout is 5 s) before SIGKILL.
     pod_stop_timeout_s: float = Field(default=15.0, gt=0)
+
+    @field_validator("deploy_control_cpp_pod_command", "deploy_control_java_pod_command")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not Path(value).is_absolute():
+            raise ValueError(
+                f"{value!r} must be an absolute path (deploy-control's working directory is "
+                "not the repository), e.g. /path/to/inference/cpp/build/aimp-cpp-pod"
+            )
+        return value
+
+    @property
+    def deployments_dir(self) -> Path:
+        """Per-deployment state that is not in SQL, e.g. the exported portable model."""
+        return self.home / "deployments"
 
     @property
     def pod_log_dir(self) -> Path:

@@ -21,11 +21,13 @@ def validate_name(name: str) -> str:
     return name
 
 
-def validate_replicas(replicas: int, max_replicas: int) -> int:
-    if not 1 <= replicas <= max_replicas:
+def validate_replicas(replicas: int, max_replicas: int, *, minimum: int = 1) -> int:
+    """A deployment starts with 1..max replicas; scaling may also go to 0 (``minimum=0``)."""
+    if not minimum <= replicas <= max_replicas:
+        zero = " (0 is allowed when scaling: PUT /v1/deployments/{name}/scale)" if minimum else ""
         raise BadRequest(
-            f"replicas must be between 1 and {max_replicas} here, got {replicas} "
-            "(AIMP_MAX_REPLICAS raises the ceiling)"
+            f"replicas must be between {minimum} and {max_replicas} here, got {replicas} "
+            f"(AIMP_MAX_REPLICAS raises the ceiling){zero}"
         )
     return replicas
 
