@@ -111,6 +111,11 @@ def _k8s_kind(kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for _, d in _k8s_docs() if d["kind"] == kind}
 
 
+def _workloads() -> dict[str, dict[str, Any]]:
+    """Deployments and StatefulSets (the registry's peers need stable names) by name."""
+    return {**_k8s_kind("Deployment"), **_k8s_kind("StatefulSet")}
+
+
 def _pyproject(directory: str) -> dict[str, Any]:
     data: dict[str, Any] = tomllib.loads((ROOT / directory / "pyproject.toml").read_text())
     return data
@@ -172,7 +177,13 @@ def _required_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> set[str]:
     keys = {k for k in env if k.startswith("AIMP_")}
     # Kafka's port is the local Tansu's listener; only the gateway reads its credentials
     # file (checked on its own). Production adds the SQL URL and a listen address.
-    return (keys - {"AIMP_KAFKA_PORT", "AIMP_GATEWAY_CREDENTIALS_FILE"}) | {
+    # Self-preservation is switched off only for a laptop's handful of pods.
+    local_only = {
+        "AIMP_KAFKA_PORT",
+        "AIMP_GATEWAY_CREDENTIALS_FILE",
+        "AIMP_REGISTRY_SELF_PRESERVATION",
+    }
+    return (keys - local_only) | {
         "AIMP_DATABASE_URL",
         "AIMP_HOST",
     }
@@ -233,7 +244,7 @@ def test_every_k8s_document_validates_strictly(version: str) -> None:
 
 def test_strict_validation_rejects_an_unknown_field() -> None:
     """The validator used above is strict: a misspelt field in a Deployment is rejected."""
-    deployment = copy.deepcopy(_k8s_kind("Deployment")["gateway"])
+    deployment = copy.deepcopy(_workloads()["gateway"])
     deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSIONS[0], strict=True)
@@ -272,9 +283,11 @@ def test_kustomize_builds_the_manifests() -> None:
 
 def test_each_service_has_a_deployment_and_service_on_its_port() -> None:
     """Each aimp service has a Deployment and a Service that select the same pods on its port."""
-    deployments, services = _k8s_kind("Deployment"), _k8s_kind("Service")
+    deployments, services = _workloads(), _k8s_kind("Service")
     assert set(deployments) == {s.name for s in SERVICES}
-    assert set(services) == {s.name for s in SERVICES}
+    # registry-peers is the registry StatefulSet's headless service (peer DNS names).
+    assert set(services) - {"registry-peers"} == {s.name for s in SERVICES}
+    assert _k8s_kind("StatefulSet")["registry"]["spec"]["serviceName"] == "registry-peers"
     images = {i["name"] for i in yaml.safe_load((K8S / "kustomization.yaml").read_text())["images"]}
     for svc in SERVICES:
         pod = deployments[svc.name]["spec"]["template"]
@@ -293,7 +306,7 @@ def test_each_service_has_a_deployment_and_service_on_its_port() -> None:
 
 def test_each_deployment_has_probes_resources_and_runs_as_non_root() -> None:
     """Every Deployment has /readyz and /healthz probes, requests and limits, and runs non-root."""
-    for name, deployment in _k8s_kind("Deployment").items():
+    for name, deployment in _workloads().items():
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
@@ -316,19 +329,19 @@ def test_each_deployment_gets_the_environment_a_service_needs(
     """ConfigMap plus each Deployment's env give every variable the local stack gives."""
     required = _required_env(monkeypatch, tmp_path)
     config = _k8s_kind("ConfigMap")["aimp-config"]["data"]
-    for name, deployment in _k8s_kind("Deployment").items():
+    for name, deployment in _workloads().items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         assert container["envFrom"] == [{"configMapRef": {"name": "aimp-config"}}], name
         env = set(config) | {e["name"] for e in container["env"]}
         assert required <= env, f"{name} lacks {sorted(required - env)}"
-    (gateway,) = _k8s_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"]
+    (gateway,) = _workloads()["gateway"]["spec"]["template"]["spec"]["containers"]
     assert "AIMP_GATEWAY_CREDENTIALS_FILE" in {e["name"] for e in gateway["env"]}
 
 
 def test_database_url_is_built_from_config_and_the_secret_password() -> None:
     """AIMP_DATABASE_URL references only variables defined before it, the password from aimp-db."""
     config = _k8s_kind("ConfigMap")["aimp-config"]["data"]
-    for name, deployment in _k8s_kind("Deployment").items():
+    for name, deployment in _workloads().items():
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         defined = set(config)
         for var in container["env"]:
@@ -344,7 +357,7 @@ def test_database_url_is_built_from_config_and_the_secret_password() -> None:
 
 def test_deploy_control_alone_may_use_the_kubernetes_api() -> None:
     """deploy-control's ServiceAccount may manage deployments, scale, services, pods and logs."""
-    deployments = _k8s_kind("Deployment")
+    deployments = _workloads()
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         if name == "deploy-control":
@@ -387,7 +400,7 @@ def test_no_secret_value_is_committed_in_k8s() -> None:
         assert not SECRET_NAME.search(key), key
         assert not re.search(r"://[^/@\s]*:[^/@\s]*@", value), f"{key} carries a password"
     readme = (K8S / "README.md").read_text()
-    for name, deployment in _k8s_kind("Deployment").items():
+    for name, deployment in _workloads().items():
         pod = deployment["spec"]["template"]["spec"]
         for var in pod["containers"][0]["env"]:
             if SECRET_NAME.search(var["name"]) and not var["name"].endswith("_FILE"):
