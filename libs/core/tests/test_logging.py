@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,6 +29,16 @@ def test_redact_hides_secret_fields_and_bearer_values() -> None:
     assert cleaned["service"] == "iris"
 
 
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.mark.usefixtures("restore_root_logging")
 def test_log_lines_are_json_with_service_and_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
     """Each record is one JSON object naming the service, with secrets redacted."""
     configure_logging("demo")

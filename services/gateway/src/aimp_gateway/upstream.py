@@ -7,6 +7,7 @@ callers, no redirects followed, no headers invented beyond what HTTP needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -18,6 +19,14 @@ from aimp_core.errors import BadGateway, GatewayTimeout
 
 class ConnectFailed(BadGateway):
     """The pod did not accept the connection; the request was never sent (safe to retry)."""
+
+
+class UpstreamBroken(BadGateway):
+    """The connection broke after the request was sent, before a whole response came."""
+
+
+class UpstreamTimeout(GatewayTimeout):
+    """The pod accepted the request but gave no whole response within the total timeout."""
 
 
 @dataclass(frozen=True)
@@ -32,18 +41,27 @@ class Upstream:
     """Forwards one request to one pod and reads the whole answer."""
 
     def __init__(
-        self, *, connect_timeout_s: float, total_timeout_s: float, max_connections: int
+        self,
+        *,
+        connect_timeout_s: float,
+        total_timeout_s: float,
+        max_connections: int,
+        keepalive_s: float = 4.0,
     ) -> None:
         self.connect_timeout_s = connect_timeout_s
         self.total_timeout_s = total_timeout_s
         self.max_connections = max_connections
+        self.keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         """Open the pooled session (needs the running event loop)."""
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=self.max_connections, limit_per_host=0, enable_cleanup_closed=True
+                limit=self.max_connections,
+                limit_per_host=0,
+                enable_cleanup_closed=True,
+                keepalive_timeout=self.keepalive_s,
             ),
             timeout=aiohttp.ClientTimeout(
                 total=self.total_timeout_s, sock_connect=self.connect_timeout_s
@@ -62,7 +80,8 @@ class Upstream:
     async def forward(
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes
     ) -> UpstreamResponse:
-        """Send the request; 502 (:class:`ConnectFailed` if never sent) or 504 on failure."""
+        """Send the request; on failure :class:`ConnectFailed` (never sent),
+        :class:`UpstreamBroken` (sent, no whole answer) or :class:`UpstreamTimeout`."""
         assert self._session is not None, "Upstream.start() was not awaited"
         start = time.perf_counter()
         try:
@@ -86,14 +105,26 @@ class Upstream:
                 f"({type(exc).__name__}); it may be starting or gone, retry shortly"
             ) from None
         except TimeoutError:
-            raise GatewayTimeout(
+            raise UpstreamTimeout(
                 f"the service instance at {_origin(url)} did not answer within "
                 f"{self.total_timeout_s:g} s"
             ) from None
         except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-            raise BadGateway(
+            raise UpstreamBroken(
                 f"the service instance at {_origin(url)} broke off the call ({type(exc).__name__})"
             ) from None
+
+
+async def tcp_accepts(ip: str, port: int, *, timeout_s: float) -> bool:
+    """Does ``ip:port`` accept a TCP connection within ``timeout_s``? (closed at once)"""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def _origin(url: str) -> str:
