@@ -134,6 +134,29 @@ def test_tritonclient_infers_iris_through_gateway_like_sklearn(stack: Stack) -> 
     np.testing.assert_allclose(got, expected, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("runtime", ["cpp", "java"])
+def test_native_pods_serve_iris_through_gateway_like_sklearn(stack: Stack, runtime: str) -> None:
+    """The C++ and Java demo pods answer through the gateway like scikit-learn, within 1e-6."""
+    if f"{runtime} pod        not built" in stack.up_output:
+        pytest.skip(f"the {runtime} pod was not built here (make native says why)")
+    import joblib
+    import tritonclient.http as triton_http
+    from sklearn.datasets import load_iris
+
+    model = joblib.load(next((stack.home / "models" / "iris").rglob("model.joblib")))
+    x = load_iris().data.astype(np.float64)
+    client = triton_http.InferenceServerClient(stack.gateway)
+    headers = {"Authorization": f"Bearer {stack.demo_token()}"}
+    for binary in (False, True):
+        inp = triton_http.InferInput("input", list(x.shape), "FP64")
+        inp.set_data_from_numpy(x, binary_data=binary)
+        out = triton_http.InferRequestedOutput("probabilities", binary_data=binary)
+        result = client.infer(f"iris-{runtime}", [inp], outputs=[out], headers=headers)
+        np.testing.assert_allclose(
+            result.as_numpy("probabilities"), model.predict_proba(x), atol=1e-6, rtol=0
+        )
+
+
 def test_no_token_is_401_with_bearer_challenge(stack: Stack) -> None:
     """A call without a token is refused with 401 and a Bearer challenge."""
     resp = httpx.post(f"http://{stack.gateway}/v2/models/iris/infer", json={}, timeout=10)

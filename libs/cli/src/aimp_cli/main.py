@@ -10,7 +10,7 @@ import time
 
 from aimp_cli import platform, supervisor
 from aimp_cli.home import Home, ensure_credentials
-from aimp_cli.stack import Ports, service_env
+from aimp_cli.stack import NATIVE_PODS, Ports, native_pod_commands, repo_root, service_env
 from aimp_core.settings import CoreSettings
 
 
@@ -30,11 +30,16 @@ def cmd_up(_: argparse.Namespace) -> int:
     credentials = ensure_credentials(home)
     components, redis_url = supervisor.all_components(home, ports, dict(os.environ), _say)
     env = service_env(home, ports, redis_url)
+    natives = native_pod_commands(repo_root())
+    for runtime, command in natives.items():
+        env[f"AIMP_DEPLOY_CONTROL_{runtime.upper()}_POD_COMMAND"] = command
+    for runtime in sorted(set(NATIVE_PODS) - set(natives)):
+        _say(f"{runtime} pod        not built (see `make native`): its demo is skipped")
     for comp in components:
         supervisor.ensure_running(comp, home, env, _say)
     gateway = f"http://127.0.0.1:{ports.gateway}"
     deploy = f"http://127.0.0.1:{ports.deploy_control}"
-    platform.ensure_demo(home, deploy, gateway, credentials, _say)
+    platform.ensure_demos(home, deploy, gateway, credentials, sorted(natives), _say)
     _say("")
     _say(f"aimp is up ({time.monotonic() - start:.1f} s)")
     _say(f"  gateway         {gateway}   (Open Inference Protocol under /v2, admin under /admin)")

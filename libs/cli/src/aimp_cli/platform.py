@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,56 +44,86 @@ def client_token(gateway_url: str, client: dict[str, Any]) -> str:
     return str(resp.json()["access_token"])
 
 
-def ensure_demo(
-    home: Home, deploy_url: str, gateway_url: str, credentials: dict[str, Any], say: Any
-) -> None:
-    """Deploy the iris demo model unless it is deployed already, then wait until it answers."""
-    headers = {"Authorization": f"Bearer {admin_token(gateway_url, credentials)}"}
-    existing = httpx.get(
-        f"{deploy_url}/v1/deployments/{DEMO_SERVICE}", headers=headers, timeout=HTTP_TIMEOUT_S
-    )
-    if existing.status_code == 404:
-        from aimp_inference.demo import train_iris
+@dataclass(frozen=True)
+class Demo:
+    """One demo deployment: the iris model on one runtime."""
 
-        model_file = train_iris(home.models / DEMO_SERVICE / "1")
-        say(f"demo model     trained on scikit-learn's iris data: {model_file}")
+    service: str
+    runtime: str
+
+
+def demos(native_runtimes: list[str]) -> list[Demo]:
+    """The iris demo on Triton, plus one per native runtime that was built."""
+    return [Demo(DEMO_SERVICE, "triton")] + [
+        Demo(f"{DEMO_SERVICE}-{r}", r) for r in native_runtimes
+    ]
+
+
+def ensure_demos(
+    home: Home,
+    deploy_url: str,
+    gateway_url: str,
+    credentials: dict[str, Any],
+    native_runtimes: list[str],
+    say: Any,
+) -> None:
+    """Deploy each demo unless it is deployed already, then wait until each answers."""
+    headers = {"Authorization": f"Bearer {admin_token(gateway_url, credentials)}"}
+    model_file: Path | None = None
+    for demo in demos(native_runtimes):
+        existing = httpx.get(
+            f"{deploy_url}/v1/deployments/{demo.service}", headers=headers, timeout=HTTP_TIMEOUT_S
+        )
+        if existing.status_code == 200:
+            continue
+        if existing.status_code != 404:
+            raise SystemExit(
+                f"deploy-control answered {existing.status_code}: {existing.text[:300]}"
+            )
+        if model_file is None:
+            from aimp_inference.demo import train_iris
+
+            model_file = train_iris(home.models / DEMO_SERVICE / "1")
+            say(f"demo model     trained on scikit-learn's iris data: {model_file}")
         resp = httpx.post(
             f"{deploy_url}/v1/deployments",
             json={
-                "name": DEMO_SERVICE,
+                "name": demo.service,
                 "model_file": str(model_file),
                 "framework": "sklearn",
+                "runtime": demo.runtime,
                 "replicas": 1,
             },
             headers=headers,
             timeout=HTTP_TIMEOUT_S,
         )
         if resp.status_code not in (200, 201):
-            raise SystemExit(f"deploying the demo model failed: {resp.text[:500]}")
-        say(f"demo model     deployed as service '{DEMO_SERVICE}', waiting for it to answer")
-    elif existing.status_code != 200:
-        raise SystemExit(f"deploy-control answered {existing.status_code}: {existing.text[:300]}")
-    wait_model_ready(gateway_url, client_token(gateway_url, credentials["clients"][0]), say)
+            raise SystemExit(f"deploying demo '{demo.service}' failed: {resp.text[:500]}")
+        say(f"demo model     deploying '{demo.service}' on runtime {demo.runtime}")
+    token = client_token(gateway_url, credentials["clients"][0])
+    for demo in demos(native_runtimes):
+        wait_model_ready(gateway_url, token, demo.service, say)
 
 
-def wait_model_ready(gateway_url: str, token: str, say: Any, timeout_s: float = 90.0) -> None:
+def wait_model_ready(
+    gateway_url: str, token: str, service: str, say: Any, timeout_s: float = 90.0
+) -> None:
     """Poll the model's readiness through the gateway, as a business app would see it."""
-    url = f"{gateway_url}/v2/models/{DEMO_SERVICE}/ready"
+    url = f"{gateway_url}/v2/models/{service}/ready"
     start = time.monotonic()
     last = ""
     while time.monotonic() - start < timeout_s:
         try:
             resp = httpx.get(url, headers={"Authorization": f"Bearer {token}"}, timeout=5.0)
             if resp.status_code == 200:
-                say(
-                    f"demo model     answers through the gateway ({time.monotonic() - start:.1f} s)"
-                )
+                waited = time.monotonic() - start
+                say(f"{service:14} answers through the gateway ({waited:.1f} s)")
                 return
             last = f"HTTP {resp.status_code} {resp.text[:200]}"
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}"
         time.sleep(0.25)
-    raise SystemExit(f"the demo model did not answer within {timeout_s:.0f} s (last: {last})")
+    raise SystemExit(f"'{service}' did not answer within {timeout_s:.0f} s (last: {last})")
 
 
 def pods(deploy_url: str, gateway_url: str, credentials: dict[str, Any]) -> list[dict[str, Any]]:

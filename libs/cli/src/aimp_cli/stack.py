@@ -71,6 +71,33 @@ class Ports:
         )
 
 
+#: Where `make native` leaves the native pods, relative to the repository root.
+NATIVE_PODS = {
+    "cpp": Path("inference/cpp/build/aimp-cpp-pod"),
+    "java": Path("inference/java/build/aimp-java-pod"),
+}
+
+
+def native_pod_commands(repo_root: Path | None) -> dict[str, str]:
+    """Built native pods by runtime; ``AIMP_DEPLOY_CONTROL_<RT>_POD_COMMAND`` overrides."""
+    found: dict[str, str] = {}
+    for runtime, relative in NATIVE_PODS.items():
+        override = os.environ.get(f"AIMP_DEPLOY_CONTROL_{runtime.upper()}_POD_COMMAND")
+        if override:
+            found[runtime] = override
+        elif repo_root is not None and os.access(repo_root / relative, os.X_OK):
+            found[runtime] = str(repo_root / relative)
+    return found
+
+
+def repo_root() -> Path | None:
+    """The source checkout the CLI runs from (a workspace install), if any."""
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "inference").is_dir() and (parent / "pyproject.toml").is_file():
+            return parent
+    return None
+
+
 def service_env(home: Home, ports: Ports, redis_url: str) -> dict[str, str]:
     """The environment every aimp service of the local stack gets."""
     gateway = f"http://127.0.0.1:{ports.gateway}"
