@@ -110,6 +110,7 @@ async def test_deploy_call_crash_and_delete(
         jwks_url=dc_keys.jwks_url,
         token_issuer=dc_keys.issuer,
         supervise_interval_s=0.2,
+        restart_backoff_initial_s=0.2,  # the crash below is restarted without a 1 s pause
     )
     operator = {"Authorization": f"Bearer {dc_keys.mint(['operator'])}"}
     invoker = dc_keys.mint([f"invoke:{name}"])

@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from aimp_core.errors import BadRequest
+from aimp_deploy_control.runtimes import unavailable_reason, validate_runtime
+from aimp_deploy_control.settings import DeployControlSettings
 from aimp_deploy_control.validation import (
     differences,
     validate_model_file,
@@ -34,11 +37,63 @@ def test_bad_names_fail_with_advice(name: str) -> None:
 
 
 def test_replicas_bounds() -> None:
-    """Replicas must be 1..max."""
+    """Replicas must be 1..max to deploy, 0..max to scale."""
     assert validate_replicas(3, 8) == 3
     for bad in (0, -1, 9):
         with pytest.raises(BadRequest, match="between 1 and 8"):
             validate_replicas(bad, 8)
+    assert validate_replicas(0, 8, minimum=0) == 0
+    for bad in (-1, 9):
+        with pytest.raises(BadRequest, match="between 0 and 8"):
+            validate_replicas(bad, 8, minimum=0)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "framework", "error"),
+    [
+        ("triton", "sklearn", None),
+        ("triton", "onnx", None),
+        ("cpp", "sklearn", None),
+        ("java", "sklearn", None),
+        (
+            "cpp",
+            "onnx",
+            "runtime 'cpp' serves scikit-learn models exported to JSON; use runtime "
+            "'triton' for ONNX",
+        ),
+        ("java", "onnx", "runtime 'java' serves scikit-learn models exported to JSON"),
+        ("Triton", "sklearn", "runtime 'Triton' is not known: use one of 'triton', 'cpp', 'java'"),
+        ("rust", "sklearn", "GET /v1/runtimes"),
+        ("triton", "pytorch", "framework 'pytorch' is not supported: use 'sklearn'"),
+        ("cpp", "xgboost", "'onnx' (an ONNX model, runtime 'triton' only)"),
+    ],
+)
+def test_runtime_and_framework_combinations(
+    runtime: str, framework: str, error: str | None
+) -> None:
+    """Each runtime takes its frameworks; every refusal names the field and what is allowed."""
+    if error is None:
+        assert validate_runtime(runtime, framework).name == runtime
+    else:
+        with pytest.raises(BadRequest) as err:
+            validate_runtime(runtime, framework)
+        assert error in err.value.detail
+
+
+def test_native_commands_must_be_absolute(tmp_path: Path) -> None:
+    """A relative pod command is a settings error naming the fix; empty means unset."""
+    with pytest.raises(ValidationError, match="absolute path"):
+        DeployControlSettings(home=tmp_path, deploy_control_cpp_pod_command="build/aimp-cpp-pod")
+    settings = DeployControlSettings(home=tmp_path, deploy_control_java_pod_command="")
+    assert settings.deploy_control_java_pod_command is None
+    assert "make native" in (unavailable_reason(settings, "java") or "")
+    assert unavailable_reason(settings, "triton") is None
+    pod = tmp_path / "aimp-java-pod"
+    pod.write_text("#!/bin/sh\n")
+    settings = DeployControlSettings(home=tmp_path, deploy_control_java_pod_command=str(pod))
+    assert "not an executable file" in (unavailable_reason(settings, "java") or "")
+    pod.chmod(0o755)
+    assert unavailable_reason(settings, "java") is None
 
 
 def test_model_file_checks(tmp_path: Path) -> None:

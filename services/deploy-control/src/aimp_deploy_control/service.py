@@ -161,8 +161,13 @@ class Deployments:
             dep = await self._require(name)
             if self._rolling(name):
                 raise Conflict(self._busy(name, "scale"))
-            await self._apply(dep, replicas)  # fails (400) before the count is stored
+            served = None
+            if scale_plan([p.replica for p in self.backend.pods(name)], replicas).start:
+                # A runtime gone missing is a 400 before anything changes.
+                served = await self._served_file(dep.name, dep.model_file, dep.runtime)
+            # Stored first: a deploy-control restarted meanwhile restores the new count.
             await asyncio.to_thread(self.store.set_replicas, name, replicas)
+            await self._apply(dep, replicas, served)
         log.info("deployment scaled", extra={"deployment": name, "replicas": replicas})
         return ScalePublic(replicas=replicas, ready=self._ready(name))
 

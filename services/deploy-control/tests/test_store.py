@@ -1,0 +1,56 @@
+"""Tests of the deployments store on real SQLite files, including older databases."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from aimp_core.db import make_engine
+from aimp_deploy_control.store import DeploymentStore
+
+#: The table exactly as the first deploy-control created it (no runtime column).
+V1_SCHEMA = """
+CREATE TABLE deployments (
+    id INTEGER NOT NULL, name VARCHAR(63) NOT NULL, model_file VARCHAR(4096) NOT NULL,
+    framework VARCHAR(32) NOT NULL, replicas INTEGER NOT NULL,
+    created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL,
+    PRIMARY KEY (id), UNIQUE (name)
+)
+"""
+
+
+def test_a_database_from_the_previous_version_loads(tmp_path: Path) -> None:
+    """Rows written before runtimes existed load as runtime 'triton' and stay writable."""
+    db = tmp_path / "deploy_control.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(V1_SCHEMA)
+        conn.execute(
+            "INSERT INTO deployments VALUES (1, 'iris', '/m/iris.joblib', 'sklearn', 2, "
+            "'2026-01-01 10:00:00.000000', '2026-01-01 10:00:00.000000')"
+        )
+    store = DeploymentStore(make_engine(f"sqlite:///{db}"))
+    store.create_schema()
+    store.create_schema()  # idempotent: a second start finds the column
+    old = store.get("iris")
+    assert old is not None
+    assert (old.runtime, old.framework, old.replicas) == ("triton", "sklearn", 2)
+    assert old.spec() == {
+        "model_file": "/m/iris.joblib",
+        "runtime": "triton",
+        "framework": "sklearn",
+    }
+    new = store.add("fraud", "/m/fraud.joblib", "sklearn", "java", 1)
+    assert store.get("fraud") == new and new.runtime == "java"
+    scaled = store.set_replicas("iris", 0)
+    assert scaled is not None and scaled.replicas == 0 and scaled.updated_at > old.updated_at
+    assert store.set_replicas("ghost", 1) is None
+    store.engine.dispose()
+
+
+def test_a_new_database_has_the_runtime_column(tmp_path: Path) -> None:
+    """A fresh database stores each deployment's runtime."""
+    store = DeploymentStore(make_engine(f"sqlite:///{tmp_path / 'new.db'}"))
+    store.create_schema()
+    store.add("iris", "/m/iris.joblib", "sklearn", "cpp", 3)
+    assert [(d.name, d.runtime, d.replicas) for d in store.list()] == [("iris", "cpp", 3)]
+    store.engine.dispose()
