@@ -253,6 +253,14 @@ class RunningGateway:
     def auth(self, client_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(client_id)}"}
 
+    def admin_auth(self) -> dict[str, str]:
+        resp = httpx.post(
+            self.url + "/oauth/token",
+            data={"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD},
+        )
+        resp.raise_for_status()
+        return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
 
 #: Clients the integration gateway knows: id -> roles.
 TEST_CLIENTS = {
@@ -260,6 +268,8 @@ TEST_CLIENTS = {
     "narrow-app": ["invoke:some-other-service"],
     "burst-app": ["invoker"],
     "triton-app": ["invoker"],
+    "eject-app": ["invoker"],
+    "retry-app": ["invoker"],
 }
 #: A low limit so that 429 is reachable in a test: 2 calls/s, bursts of 20.
 TEST_RATE_PER_S, TEST_BURST = 2.0, 20
@@ -311,6 +321,7 @@ def gateway(
         gateway_credentials_file=creds,
         gateway_rate_per_s=TEST_RATE_PER_S,
         gateway_rate_burst=TEST_BURST,
+        gateway_instance_header=True,
     )
     server = ServerThread(build_app(settings), port)
     server.start()

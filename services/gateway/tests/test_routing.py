@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aimp_core.registry_client import Instance
-from aimp_gateway.routing import RoundRobin, build_table, pick, pick_other
+from aimp_gateway.routing import RoundRobin, build_table, key_of, pick, pick_other
 
 
 def _inst(i: int, app: str = "RESNET", status: str = "UP") -> Instance:
@@ -79,14 +79,48 @@ def test_table_is_immutable() -> None:
     raise AssertionError("the routing table accepted a write")
 
 
-@given(instances=instance_sets, data=st.data())
+@given(instances=instance_sets, data=st.data(), turn=st.integers(0, 10**6))
 def test_pick_other_never_returns_the_failed_one(
-    instances: tuple[Instance, ...], data: st.DataObject
+    instances: tuple[Instance, ...], data: st.DataObject, turn: int
 ) -> None:
     """After a refused connection another instance is tried, or none when it was the only one."""
     failed = data.draw(st.sampled_from(instances))
-    other = pick_other(instances, failed)
+    other = pick_other(instances, failed, turn)
     if len(instances) == 1:
         assert other is None
     else:
         assert other is not None and other in instances and other != failed
+
+
+@given(instances=instance_sets, data=st.data())
+def test_retries_spread_over_the_others(
+    instances: tuple[Instance, ...], data: st.DataObject
+) -> None:
+    """Retries after one instance failed go round the remaining ones, not always to the first."""
+    failed = data.draw(st.sampled_from(instances))
+    rr = RoundRobin()
+    others = [i for i in instances if i != failed]
+    chosen = (
+        Counter(
+            rr.choose_other("RESNET", instances, failed).instance_id  # type: ignore[union-attr]
+            for _ in range(3 * len(others))
+        )
+        if others
+        else Counter()
+    )
+    assert all(chosen[i.instance_id] == 3 for i in others)
+
+
+@given(ids=st.lists(st.integers(0, 30), min_size=1, max_size=10, unique=True), data=st.data())
+def test_ejected_instances_are_skipped_unless_all_are(ids: list[int], data: st.DataObject) -> None:
+    """Ejected UP instances are not routable; when every UP one is ejected, all are tried."""
+    instances = [_inst(i) for i in ids]
+    out = set(data.draw(st.lists(st.sampled_from(ids), unique=True)))
+    table = build_table(instances, {key_of(_inst(i)) for i in out})
+    routable = {i.instance_id for i in table.instances("RESNET")}
+    assert table.up["RESNET"] == tuple(sorted(instances, key=lambda i: i.instance_id))
+    every = {i.instance_id for i in instances}
+    if out == set(ids):
+        assert routable == every
+    else:
+        assert routable == every - {_inst(i).instance_id for i in out}

@@ -1,4 +1,4 @@
-"""The throttle against real Redis: the Lua GCRA agrees with the Python one; outages never hang."""
+"""The gateway's throttle against real Redis: rules applied within 1 s, headers, outages."""
 
 from __future__ import annotations
 
@@ -7,21 +7,96 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from prometheus_client import REGISTRY
+from redis.asyncio import Redis
 
 from aimp_core.errors import ServiceUnavailable, TooManyRequests
 from aimp_core.net import free_port
-from aimp_gateway.gcra import Limit, decide
-from aimp_gateway.throttle import KEY_PREFIX, Throttle, make_redis
+from aimp_core.ratelimit.policies import LimitFields, PolicyRule, Snapshot
+from aimp_core.ratelimit.sync import publish
+from aimp_gateway.throttle import Throttle, make_redis
 
 pytestmark = pytest.mark.integration
 
+DEFAULT = LimitFields(rate=0.01, burst=3)
 
-def _fail_open_total() -> float:
-    return REGISTRY.get_sample_value("aimp_gateway_throttle_fail_open_total") or 0.0
+
+def _counter(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+def private_db(url: str, k: int) -> str:
+    """Another database of the same server (never 0, never ``url``'s own for k in 1..3)."""
+    base, _, db = url.rpartition("/")
+    return f"{base}/{((int(db or 0) - 1 + k) % 15) + 1}"
+
+
+@pytest.fixture
+async def throttle(redis_url: str) -> AsyncIterator[Throttle]:
+    """A started throttle on its own Redis database (rules published here reach no gateway)."""
+    t = Throttle(make_redis(private_db(redis_url, 2), socket_timeout_s=1.0), DEFAULT,
+                 rules_poll_s=0.5)  # fmt: skip
+    await t.start()
+    yield t
+    await t.stop()
+    await t.redis.aclose()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def test_default_limit_then_a_published_override(throttle: Throttle) -> None:
+    """Without rules a client gets the default; a published policy replaces it within 1 s."""
+    client = unique("c")
+    tickets = [await throttle.check(client, "svc") for _ in range(3)]
+    assert all(t is not None for t in tickets)
+    assert dict(tickets[0].headers)[b"ratelimit-policy"] == b'"client-rate";q=1;w=100;burst=3'
+    assert dict(tickets[2].headers)[b"ratelimit"] == b'"client-rate";r=0;t=100'
+    with pytest.raises(TooManyRequests) as refused:
+        await throttle.check(client, "svc")
+    assert "over its rate limit 'client-rate'" in refused.value.detail
+    assert refused.value.headers["Retry-After"] == "100"
+
+    pid = unique("vip")
+    rule = PolicyRule(pid, client, None, False, LimitFields(rate=1000, burst=5, quota_day=9))
+    start = time.monotonic()
+    await publish(throttle.redis, Snapshot(policies=(rule,)))
+    while True:
+        try:
+            ticket = await throttle.check(client, "svc")
+            break
+        except TooManyRequests:
+            assert time.monotonic() - start < 1.0, "the policy did not apply within 1 s"
+            await asyncio.sleep(0.01)
+    assert ticket is not None
+    headers = dict(ticket.headers)
+    assert headers[b"ratelimit-policy"].decode() == (
+        f'"{pid}";q=1000;w=1;burst=5, "{pid}/day";q=9;w=86400'
+    )
+    assert f'"{pid}/day";r=8;t='.encode() in headers[b"ratelimit"]
+
+
+async def test_concurrency_slot_is_held_until_release(throttle: Throttle) -> None:
+    """A per-client concurrency cap of 1: the second call waits for the first ticket's release."""
+    client, pid = unique("c"), unique("one-at-a-time")
+    limits = LimitFields(rate=1000, burst=100, concurrency=1)
+    await publish(
+        throttle.redis, Snapshot(policies=(PolicyRule(pid, client, "svc", False, limits),))
+    )
+    await throttle.follower.refresh()
+    first = await throttle.check(client, "svc")
+    with pytest.raises(TooManyRequests) as refused:
+        await throttle.check(client, "svc")
+    assert "already has 1 calls in flight" in refused.value.detail
+    await throttle.release(first)
+    await throttle.release(first)
+    second = await throttle.check(client, "svc")
+    assert second is not None and second.verdict.lease_id
+    await throttle.release(second)
 
 
 @pytest.fixture
@@ -29,7 +104,7 @@ def silent_peer() -> Iterator[str]:
     """A TCP peer that accepts connections and never answers (a hung Redis)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
+    sock.listen(64)
     conns: list[socket.socket] = []
     stop = threading.Event()
 
@@ -51,70 +126,42 @@ def silent_peer() -> Iterator[str]:
     sock.close()
 
 
-async def test_lua_script_matches_python_gcra(redis_url: str) -> None:
-    """In Redis a client gets exactly `burst` calls, counting down, then a refusal like decide()."""
-    redis = make_redis(redis_url, socket_timeout_s=1.0)
-    limit = Limit.per_second(0.001, 5)  # one call per 1000 s: no refill during the test
-    throttle = Throttle(redis, limit, fail_open=True, retry_after_outage_s=1.0)
-    client = f"lua-{uuid.uuid4().hex}"
-    try:
-        remaining = []
-        for _ in range(limit.burst):
-            raw = await throttle._script(keys=[KEY_PREFIX + client], args=throttle._args)
-            assert raw[0] == 1
-            remaining.append(raw[1])
-        tat = None
-        expected = []
-        for _ in range(limit.burst):
-            d = decide(tat, 0, limit)
-            tat = d.tat_us
-            expected.append(d.remaining)
-        assert remaining == expected == [4, 3, 2, 1, 0]
-        with pytest.raises(TooManyRequests) as err:
-            await throttle.check(client)
-        retry_after = int(err.value.headers["Retry-After"])
-        assert limit.interval_us / 1e6 - 5 <= retry_after <= limit.interval_us / 1e6 + 1
-        ttl_ms = await redis.pttl(KEY_PREFIX + client)
-        assert 0 < ttl_ms <= limit.burst * limit.interval_us // 1000 + 1
-        await throttle.check(f"other-{client}")  # other clients have their own bucket
-    finally:
-        await redis.aclose()
-
-
 @pytest.mark.parametrize("fail_open", [True, False])
 async def test_redis_down_never_hangs(fail_open: bool) -> None:
-    """With nothing listening, a check returns at once: admitted (open) or 503 (closed)."""
+    """With nothing listening, checks return at once: through the local limiter, or 503."""
     redis = make_redis(f"redis://127.0.0.1:{free_port()}/0", socket_timeout_s=0.25)
-    throttle = Throttle(redis, Limit.per_second(10, 1), fail_open=fail_open, retry_after_outage_s=5)
-    before = _fail_open_total()
+    default = LimitFields(rate=1000, burst=100, on_redis_down="open" if fail_open else "closed")
+    throttle = Throttle(redis, default)
+    await throttle.start()
+    opened, closed = (_counter(f"aimp_gateway_throttle_fail_{k}_total") for k in ("open", "closed"))
     start = time.perf_counter()
     try:
         for _ in range(20):
             if fail_open:
-                await throttle.check("c")
+                assert await throttle.check("c", "svc") is not None
             else:
-                with pytest.raises(ServiceUnavailable):
-                    await throttle.check("c")
+                with pytest.raises(ServiceUnavailable, match="fails closed"):
+                    await throttle.check("c", "svc")
     finally:
+        await throttle.stop()
         await redis.aclose()
     assert time.perf_counter() - start < 0.5
-    assert _fail_open_total() - before == (20 if fail_open else 0)
+    assert _counter("aimp_gateway_throttle_fail_open_total") - opened == (20 if fail_open else 0)
+    assert _counter("aimp_gateway_throttle_fail_closed_total") - closed == (0 if fail_open else 20)
 
 
-async def test_hung_redis_costs_one_timeout_per_outage_period(silent_peer: str) -> None:
-    """A Redis that never answers costs one socket timeout, then calls skip it for the period."""
-    redis = make_redis(silent_peer, socket_timeout_s=0.25)
-    throttle = Throttle(redis, Limit.per_second(10, 1), fail_open=True, retry_after_outage_s=5)
-    before = _fail_open_total()
+async def test_hung_redis_costs_one_timeout(silent_peer: str) -> None:
+    """A Redis that never answers costs one socket timeout; later calls are decided at once."""
+    redis: Redis = make_redis(silent_peer, socket_timeout_s=0.25)
+    throttle = Throttle(redis, LimitFields(rate=1000, burst=100))
     try:
         start = time.perf_counter()
-        await throttle.check("c")
+        await throttle.check("c", "svc")
         first = time.perf_counter() - start
         start = time.perf_counter()
-        await asyncio.gather(*(throttle.check("c") for _ in range(50)))
+        await asyncio.gather(*(throttle.check("c", "svc") for _ in range(50)))
         rest = time.perf_counter() - start
     finally:
         await redis.aclose()
     assert 0.2 <= first < 0.6
     assert rest < 0.05
-    assert _fail_open_total() - before == 51

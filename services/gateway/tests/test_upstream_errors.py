@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import socketserver
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -25,6 +28,7 @@ async def test_refused_connection_is_connect_failed() -> None:
     finally:
         await upstream.close()
     assert err.value.status == 502 and "secret" not in err.value.detail
+    assert err.value.gone  # refused: nothing listens there
 
 
 async def test_slow_upstream_is_504(oip_upstream) -> None:  # type: ignore[no-untyped-def]
@@ -62,3 +66,80 @@ def test_dead_instance_is_skipped_and_all_dead_is_502(gateway, register_instance
     resp = httpx.get(f"{gateway.url}/svc/{dead}/echo/x", headers=headers)
     assert resp.status_code == 502
     assert resp.json()["title"] == "Bad gateway" and "did not accept" in resp.json()["detail"]
+
+
+def test_a_dead_instance_is_ejected_after_one_refusal(gateway, register_instance) -> None:  # type: ignore[no-untyped-def]
+    """After one refused connection the dead instance gets no more calls; every call succeeds."""
+    headers = gateway.auth("eject-app")
+    name = f"eject-{uuid.uuid4().hex[:6]}"
+    live_ids = {
+        register_instance(name.upper(), gateway.upstream.port),
+        register_instance(name.upper(), gateway.upstream.port),
+    }
+    dead_id = register_instance(name.upper(), free_port())
+    _wait_routable(gateway, name, headers)
+    admin = gateway.admin_auth()
+    with httpx.Client() as http:
+        served = []
+        for _ in range(9):  # limited by the test client's rate (burst 20, 2/s)
+            resp = http.get(f"{gateway.url}/svc/{name}/echo/x", headers=headers)
+            assert resp.status_code == 200
+            served.append(resp.headers["x-aimp-instance"])
+        state = http.get(f"{gateway.url}/admin/routing", headers=admin).json()
+    assert set(served) == live_ids
+    assert state["discovery"]["mode"] == "stream" and state["discovery"]["connected"]
+    rows = {r["instance_id"]: r for r in state["services"][name]["instances"]}
+    assert rows[dead_id]["ejected"] and not rows[dead_id]["routable"]
+    assert rows[dead_id]["ejections_in_a_row"] == 1  # tried once, never again
+    assert 0 < rows[dead_id]["ejected_for_s"] <= 5.0
+    assert state["services"][name]["ejected"] == 1
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert f'aimp_gateway_outlier_ejected{{service="{name}"}} 1.0' in metrics
+    assert f'aimp_gateway_upstream_retries_total{{reason="connect",service="{name}"}} 1.0' in (
+        metrics
+    )
+
+
+def test_routing_state_needs_an_admin_or_operator(gateway) -> None:  # type: ignore[no-untyped-def]
+    """GET /admin/routing refuses an invoker (403) and a caller without a token (401)."""
+    assert httpx.get(f"{gateway.url}/admin/routing").status_code == 401
+    resp = httpx.get(f"{gateway.url}/admin/routing", headers=gateway.auth("invoker-app"))
+    assert resp.status_code == 403
+
+
+class _HangUp(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.recv(65536)  # the request arrives, no answer ever leaves
+
+
+@pytest.fixture
+def hang_up_server() -> Iterator[int]:
+    """A real TCP server that reads each request and closes the connection without answering."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HangUp)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_broken_call_is_retried_only_when_idempotent(  # type: ignore[no-untyped-def]
+    gateway, register_instance, hang_up_server: int
+) -> None:
+    """Broken after sending: a GET goes to another instance, a POST is 502 (never sent twice)."""
+    headers = gateway.auth("retry-app")
+    name = f"hangup-{uuid.uuid4().hex[:6]}"
+    register_instance(name.upper(), hang_up_server)
+    live = register_instance(name.upper(), gateway.upstream.port)
+    _wait_routable(gateway, name, headers)
+    url = f"{gateway.url}/svc/{name}/echo/x"
+    with httpx.Client() as http:  # two instances in turn: each pair reaches both once
+        posts = [http.post(url, headers=headers, content=b"1") for _ in range(2)]
+        gets = [http.get(url, headers=headers) for _ in range(2)]
+    assert sorted(r.status_code for r in posts) == [200, 502]
+    broken = next(r for r in posts if r.status_code == 502)
+    assert "broke off the call" in broken.json()["detail"]
+    assert [r.status_code for r in gets] == [200, 200]
+    assert {r.headers["x-aimp-instance"] for r in gets} == {live}
+    metrics = httpx.get(f"{gateway.url}/metrics").text
+    assert f'aimp_gateway_upstream_retries_total{{reason="broken",service="{name}"}}' in metrics

@@ -19,8 +19,14 @@ BASE = "/admin/throttle/policies"
 
 
 @pytest.fixture
-async def client(tmp_path: Path, throttle_keys: KeyServer) -> AsyncIterator[httpx.AsyncClient]:
-    settings = ThrottleSettings(home=tmp_path, database_url=f"sqlite:///{tmp_path / 't.db'}")
+async def client(
+    tmp_path: Path, throttle_keys: KeyServer, throttle_redis_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ThrottleSettings(
+        home=tmp_path,
+        database_url=f"sqlite:///{tmp_path / 't.db'}",
+        redis_url=throttle_redis_url,
+    )
     app = create_app(settings, verifier=throttle_keys.verifier())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -103,7 +109,7 @@ async def test_missing_policy_is_404_with_a_hint(
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        ({"rate": 0}, "rate: Input should be greater than 0"),
+        ({"rate": 0}, "rate: Input should be greater than or equal to 0.001"),
         ({"burst": 1.5}, "burst: Input should be a valid integer"),
         ({"on_redis_down": "sometimes"}, "on_redis_down: Input should be 'open' or 'closed'"),
         ({"service": "bad name"}, "service: Value error, must be 1-63 characters"),
@@ -170,14 +176,23 @@ async def test_operator_reads_but_cannot_write(
     assert (await client.delete(f"{BASE}/p", headers=operator)).status_code == 403
 
 
-async def test_openapi_says_policies_are_not_enforced_yet(client: httpx.AsyncClient) -> None:
-    """The OpenAPI description is honest that the gateway does not enforce policies yet."""
+async def test_openapi_lists_rules_checks_and_usage(client: httpx.AsyncClient) -> None:
+    """The OpenAPI document covers policies, plans, assignments, checks and usage."""
     spec = (await client.get("/openapi.json")).json()
-    assert "Not enforced yet" in spec["info"]["description"]
-    assert f"{BASE}/{{policy_id}}" in spec["paths"]
+    assert "Not enforced" not in spec["info"]["description"]
+    for path in (
+        f"{BASE}/{{policy_id}}",
+        f"{BASE}/{{policy_id}}/warmup",
+        "/admin/throttle/plans/{plan_id}",
+        "/admin/throttle/clients/{client_id}",
+        "/admin/throttle/usage/{client_id}",
+        "/v1/check",
+        "/v1/release",
+    ):
+        assert path in spec["paths"], path
 
 
-async def test_readyz_checks_sql(client: httpx.AsyncClient) -> None:
-    """With its database reachable the service is ready."""
+async def test_readyz_checks_sql_and_redis(client: httpx.AsyncClient) -> None:
+    """With its database and Redis reachable the service is ready."""
     resp = await client.get("/readyz")
-    assert resp.status_code == 200 and resp.json()["checks"] == ["sql"]
+    assert resp.status_code == 200 and resp.json()["checks"] == ["sql", "redis"]

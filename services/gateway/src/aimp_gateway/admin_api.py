@@ -1,4 +1,5 @@
-"""Admin routes (role ``admin``): OAuth2 clients. Secrets are shown once, stored hashed."""
+"""Admin routes: OAuth2 clients (role ``admin``; secrets shown once, stored hashed) and
+the routing state (``admin`` or ``operator``)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from aimp_core.auth import Principal, can_administer, require
+from aimp_core.auth import Principal, can_administer, can_read_admin, require
 from aimp_core.errors import Conflict, NotFound
 from aimp_gateway.passwords import hash_secret
-from aimp_gateway.schemas import ClientCreate, ClientCreated, ClientPublic
+from aimp_gateway.schemas import (
+    ClientCreate,
+    ClientCreated,
+    ClientPublic,
+    DiscoveryState,
+    RoutingPublic,
+    ServiceRouting,
+)
 from aimp_gateway.state import GatewayDep
 from aimp_gateway.store import ClientExists, ClientRecord
 
@@ -24,6 +32,15 @@ async def _admin(request: Request, gw: GatewayDep) -> Principal:
 
 
 Admin = Annotated[Principal, Depends(_admin)]
+
+
+async def _reader(request: Request, gw: GatewayDep) -> Principal:
+    principal = gw.plane.verifier.verify(request.headers.get("authorization"))
+    require(can_read_admin(principal.roles), "reading the gateway's state")
+    return principal
+
+
+Reader = Annotated[Principal, Depends(_reader)]
 
 
 def _public(record: ClientRecord) -> ClientPublic:
@@ -63,3 +80,23 @@ def delete_client(client_id: str, gw: GatewayDep, _: Admin) -> Response:
     if not gw.store.delete_client(client_id):
         raise NotFound(f"client '{client_id}' does not exist; GET /admin/clients lists them")
     return Response(status_code=204)
+
+
+@router.get(
+    "/routing",
+    summary="Discovery mode and every UP instance's routing state (ejections included)",
+)
+async def routing_state(gw: GatewayDep, _: Reader) -> RoutingPublic:
+    discovery = gw.discovery
+    return RoutingPublic(
+        discovery=DiscoveryState(
+            mode=discovery.mode,
+            connected=discovery.connected,
+            fresh=discovery.fresh,
+            registry=discovery.client.base_url,
+        ),
+        services={
+            name: ServiceRouting.model_validate(state)
+            for name, state in gw.plane.router.describe().items()
+        },
+    )

@@ -120,4 +120,4 @@ async def server_live() -> Response:
     summary="200 when the routing table is fresh from the registry, else 400 (KServe v2)",
 )
 async def server_ready(gw: GatewayDep) -> Response:
-    return Response(status_code=200 if gw.plane.discovery.fresh else 400)
+    return Response(status_code=200 if gw.discovery.fresh else 400)

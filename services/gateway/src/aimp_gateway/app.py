@@ -4,7 +4,7 @@
 signing key, SQL tables, client upsert) and raises
 :class:`~aimp_gateway.credentials.StartupRefused` when the gateway must not
 start; the lifespan opens the network parts (upstream pool, registry
-refresher, Kafka publisher) and closes them on stop.
+discovery, outlier prober, Kafka publisher) and closes them on stop.
 """
 
 from __future__ import annotations
@@ -17,27 +17,31 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from redis.asyncio import Redis
 
 from aimp_core.app import create_service_app
 from aimp_core.db import make_engine
 from aimp_core.events import TOPIC_REQUESTS
 from aimp_core.kafka import EventPublisher, ensure_topics
-from aimp_core.registry_client import EurekaClient
-from aimp_gateway import admin_api, api
+from aimp_core.ratelimit.policies import LimitFields
+from aimp_core.registry_client import EurekaClient, Instance
+from aimp_gateway import admin_api, api, throttle_admin
 from aimp_gateway.asgi import GatewayApp
+from aimp_gateway.backflow import build_sampler
 from aimp_gateway.bootstrap import apply_credentials
 from aimp_gateway.credentials import load_credentials
 from aimp_gateway.discovery import Discovery
-from aimp_gateway.gcra import Limit
 from aimp_gateway.keys import load_or_create
 from aimp_gateway.oauth import TokenEndpoint
+from aimp_gateway.outlier import OutlierPolicy
 from aimp_gateway.proxy import DataPlane
+from aimp_gateway.router import Router
 from aimp_gateway.settings import GatewaySettings
 from aimp_gateway.state import Gateway
 from aimp_gateway.store import Store
 from aimp_gateway.throttle import Throttle, make_redis
 from aimp_gateway.tokens import TokenIssuer, TokenVerifier
-from aimp_gateway.upstream import Upstream
+from aimp_gateway.upstream import Upstream, tcp_accepts
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +59,43 @@ async def _ensure_topics(bootstrap: str) -> None:
         log.warning("could not ensure Kafka topic %s: %s", TOPIC_REQUESTS, exc)
 
 
+def build_router(settings: GatewaySettings) -> Router:
+    """Routing state with the configured outlier policy, probing with a TCP connect."""
+    policy = OutlierPolicy(
+        consecutive_connect_failures=settings.gateway_outlier_consecutive_connect_failures,
+        consecutive_gateway_errors=settings.gateway_outlier_consecutive_gateway_errors,
+        consecutive_5xx=settings.gateway_outlier_consecutive_5xx,
+        base_ejection_s=settings.gateway_outlier_base_ejection_s,
+        max_ejection_s=settings.gateway_outlier_max_ejection_s,
+        max_ejected_percent=settings.gateway_outlier_max_ejected_percent,
+    )
+    timeout_s = settings.gateway_upstream_connect_timeout_s
+
+    async def probe(instance: Instance) -> bool:
+        return await tcp_accepts(instance.ip, instance.port, timeout_s=timeout_s)
+
+    return Router(policy, probe=probe)
+
+
+def build_throttle(settings: GatewaySettings, redis: Redis) -> Throttle:
+    """The throttle, with the settings-based default limit for clients no rule covers."""
+    default = LimitFields(
+        rate=settings.gateway_rate_per_s,
+        burst=settings.gateway_rate_burst,
+        on_redis_down="open" if settings.gateway_throttle_fail_open else "closed",
+    )
+    return Throttle(
+        redis,
+        default,
+        lease_ttl_s=settings.gateway_throttle_lease_ttl_s,
+        probe_interval_s=settings.gateway_throttle_probe_interval_s,
+        heartbeat_s=settings.gateway_throttle_heartbeat_s,
+        member_ttl_s=settings.gateway_throttle_member_ttl_s,
+        rules_poll_s=settings.gateway_throttle_rules_poll_s,
+        enabled=settings.gateway_throttle_enabled,
+    )
+
+
 def build_app(settings: GatewaySettings) -> GatewayApp:
     """The gateway's ASGI app; raises ``StartupRefused`` on unsafe or broken credentials."""
     creds = load_credentials(settings.credentials_path)
@@ -70,37 +111,47 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         key.key_set, issuer=settings.token_issuer, cache_size=settings.gateway_token_cache_size
     )
     redis = make_redis(settings.redis_url, socket_timeout_s=settings.gateway_redis_socket_timeout_s)
-    throttle = Throttle(
-        redis,
-        Limit.per_second(settings.gateway_rate_per_s, settings.gateway_rate_burst),
-        fail_open=settings.gateway_throttle_fail_open,
-        retry_after_outage_s=settings.gateway_throttle_retry_after_outage_s,
+    throttle = build_throttle(settings, redis)
+    throttle_forward = throttle_admin.ThrottleAdmin(
+        settings.throttle_base_url, timeout_s=settings.http_timeout_s
     )
+    router = build_router(settings)
     discovery = Discovery(
         EurekaClient(settings.registry_url, timeout_s=settings.http_timeout_s),
-        interval_s=settings.gateway_registry_refresh_interval_s,
+        on_update=router.update,
+        poll_interval_s=settings.gateway_registry_poll_s,
+        stream_retry_s=settings.gateway_registry_stream_retry_s,
+        backoff_min_s=settings.gateway_registry_backoff_min_s,
+        backoff_max_s=settings.gateway_registry_backoff_max_s,
     )
     upstream = Upstream(
         connect_timeout_s=settings.gateway_upstream_connect_timeout_s,
         total_timeout_s=settings.gateway_upstream_total_timeout_s,
         max_connections=settings.gateway_upstream_max_connections,
+        keepalive_s=settings.gateway_upstream_keepalive_s,
     )
     publisher = EventPublisher(settings.kafka_bootstrap)
+    backflow = build_sampler(settings, publisher)
     plane = DataPlane(
         verifier=verifier,
         throttle=throttle,
-        discovery=discovery,
+        router=router,
         upstream=upstream,
         publisher=publisher,
         max_body_bytes=settings.gateway_max_body_bytes,
+        instance_header=settings.gateway_instance_header,
+        backflow=backflow,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await upstream.start()
         await publisher.start()
+        await backflow.start()
         topics = asyncio.create_task(_ensure_topics(settings.kafka_bootstrap))
-        await discovery.start()
+        router.start()
+        await discovery.start(wait_s=settings.gateway_registry_start_wait_s)
+        await throttle.start()
         # Everything built so far lives as long as the process: keep it out of the
         # garbage collector's full passes (~0.1 s each with FastAPI, pydantic and
         # SQLAlchemy loaded), which otherwise show up as p99 spikes under load.
@@ -113,13 +164,17 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await topics
             await discovery.stop()
+            await router.stop()
             await upstream.close()
+            await backflow.stop()
             await publisher.stop(flush_timeout_s=settings.graceful_shutdown_s / 2)
+            await throttle.stop()
+            await throttle_forward.aclose()
             await redis.aclose()
 
     app = create_service_app(
         SERVICE,
-        ready_checks={"registry": discovery.client.ping, "redis": throttle.ping},
+        ready_checks={"registry": discovery.check, "redis": throttle.ping},
         lifespan=lifespan,
         oip_prefix="/v2",
         description=DESCRIPTION,
@@ -130,7 +185,10 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         store=store,
         token_endpoint=TokenEndpoint(store, issuer),
         plane=plane,
+        discovery=discovery,
     )
     app.include_router(api.router)
     app.include_router(admin_api.router)
+    app.state.throttle_admin = throttle_forward
+    app.include_router(throttle_admin.router)
     return GatewayApp(app, plane, service=SERVICE)

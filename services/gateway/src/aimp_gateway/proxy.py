@@ -27,14 +27,21 @@ from aimp_core.events import TOPIC_REQUESTS, RequestEvent
 from aimp_core.kafka import EventPublisher
 from aimp_core.registry_client import META_REVISION, Instance
 from aimp_core.tracing import current_trace_id, inject_headers
-from aimp_gateway.discovery import Discovery
+from aimp_gateway.backflow import BackflowSampler
 from aimp_gateway.headers import downstream_response_headers, upstream_request_headers
 from aimp_gateway.outcomes import CLIENT_CLOSED, outcome_for
+from aimp_gateway.outlier import Failure
 from aimp_gateway.paths import OIP_ROUTE, SVC_ROUTE, Call, upstream_target
-from aimp_gateway.routing import RoundRobin, pick_other
-from aimp_gateway.throttle import Throttle
+from aimp_gateway.router import Router
+from aimp_gateway.throttle import Throttle, Ticket
 from aimp_gateway.tokens import TokenVerifier
-from aimp_gateway.upstream import ConnectFailed, Upstream, UpstreamResponse
+from aimp_gateway.upstream import (
+    ConnectFailed,
+    Upstream,
+    UpstreamBroken,
+    UpstreamResponse,
+    UpstreamTimeout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +52,11 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Where the dispatcher leaves the parsed :class:`~aimp_gateway.paths.Call` in the scope.
 CALL_KEY = "aimp.call"
+#: The response header naming the instance that answered (when switched on).
+INSTANCE_HEADER = b"x-aimp-instance"
+#: RFC 9110 §9.2.2: repeating these has the effect of sending them once, so a call
+#: whose connection broke after it was sent may go to another instance.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 class ClientGone(Exception):
@@ -93,8 +105,10 @@ class _Outcome:
         "client_id",
         "from_upstream",
         "instance",
+        "request_body",
         "started",
         "status",
+        "ticket",
     )
 
     def __init__(self) -> None:
@@ -104,6 +118,9 @@ class _Outcome:
         self.bytes_in = 0
         self.bytes_out = 0
         self.instance: Instance | None = None
+        self.request_body = b""
+        #: The throttle's admission (RateLimit headers, concurrency leases) once checked.
+        self.ticket: Ticket | None = None
         #: The response has begun; nothing else may be sent but its body.
         self.started = False
 
@@ -116,18 +133,21 @@ class DataPlane:
         *,
         verifier: TokenVerifier,
         throttle: Throttle,
-        discovery: Discovery,
+        router: Router,
         upstream: Upstream,
         publisher: EventPublisher,
         max_body_bytes: int,
+        instance_header: bool = False,
+        backflow: BackflowSampler | None = None,
     ) -> None:
         self.verifier = verifier
         self.throttle = throttle
-        self.discovery = discovery
+        self.router = router
         self.upstream = upstream
         self.publisher = publisher
         self.max_body_bytes = max_body_bytes
-        self.balancer = RoundRobin()
+        self.instance_header = instance_header
+        self.backflow = backflow
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call: Call = scope[CALL_KEY]
@@ -139,6 +159,9 @@ class DataPlane:
         upstream_ms = 0.0
         try:
             resp = await self._forward(scope, receive, call, service, done)
+            # Free the call's concurrency slot before answering: a caller's next call may
+            # follow at once.
+            await self.throttle.release(done.ticket)
             upstream_ms = resp.upstream_ms
             done.status, done.from_upstream = resp.status, True
             is_head = scope["method"] == "HEAD"
@@ -146,10 +169,25 @@ class DataPlane:
             payload = b"" if is_head else resp.body
             if not is_head:
                 headers.append((b"content-length", str(len(payload)).encode()))
+            if self.instance_header and done.instance is not None:
+                instance_id = done.instance.instance_id.encode("latin-1", "replace")
+                headers.append((INSTANCE_HEADER, instance_id))
+            if done.ticket is not None:
+                headers.extend(done.ticket.headers)
             done.started = True
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
             done.bytes_out = len(payload)
+            if self.backflow is not None:
+                self.backflow.offer(
+                    scope,
+                    ts=ts,
+                    service=service,
+                    client_id=done.client_id,
+                    instance=done.instance,
+                    request_body=done.request_body,
+                    response=resp,
+                )
         except AimpError as exc:
             await self._refuse(scope, receive, send, exc, call.oip, done)
         except ClientGone:
@@ -160,6 +198,7 @@ class DataPlane:
                 error = AimpError("an unexpected error occurred; the request id identifies it")
                 await self._refuse(scope, receive, send, error, call.oip, done)
         finally:
+            await self.throttle.release(done.ticket)
             self._emit(scope, ts, start, service, done, upstream_ms)
 
     async def _forward(
@@ -173,14 +212,16 @@ class DataPlane:
                 f"your token's roles do not allow calling '{service}'; ask an admin for "
                 f"role {ROLE_INVOKER} or {INVOKE_PREFIX}{service}"
             )
-        await self.throttle.check(principal.client_id)
+        done.ticket = await self.throttle.check(principal.client_id, service)
         app = call.name.upper()
-        instances = self.discovery.table.instances(app)
+        router = self.router
+        instances = router.table.instances(app)
         if not instances:
             raise self._no_route(service, app, call.oip)
         body = await read_body(receive, self.max_body_bytes)
         done.bytes_in = len(body)
-        instance = done.instance = self.balancer.choose(app, instances)
+        done.request_body = body
+        instance = done.instance = router.balancer.choose(app, instances)
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         target = upstream_target(
             raw_path.decode("latin-1"), scope["query_string"].decode("latin-1"), oip=call.oip
@@ -194,13 +235,38 @@ class DataPlane:
         )
         method = scope["method"]
         try:
-            return await self.upstream.forward(method, instance.base_url + target, headers, body)
-        except ConnectFailed:
-            other = pick_other(instances, instance)
+            return await self._attempt(instance, method, target, headers, body)
+        except (ConnectFailed, UpstreamBroken) as exc:
+            if isinstance(exc, UpstreamBroken) and method not in IDEMPOTENT_METHODS:
+                raise  # the pod may have acted on it: an inference POST is never repeated
+            # The failed instance may have just been ejected: choose from the table now.
+            other = router.balancer.choose_other(app, router.table.instances(app), instance)
             if other is None:
                 raise
-            done.instance = other
-            return await self.upstream.forward(method, other.base_url + target, headers, body)
+            reason = "connect" if isinstance(exc, ConnectFailed) else "broken"
+        router.retried(instance, reason)
+        done.instance = other
+        return await self._attempt(other, method, target, headers, body)
+
+    async def _attempt(
+        self,
+        instance: Instance,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> UpstreamResponse:
+        """One call to one instance, its outcome reported to the router."""
+        try:
+            resp = await self.upstream.forward(method, instance.base_url + target, headers, body)
+        except ConnectFailed as exc:
+            self.router.failed(instance, Failure.CONNECT if exc.gone else Failure.GATEWAY)
+            raise
+        except (UpstreamBroken, UpstreamTimeout):
+            self.router.failed(instance, Failure.GATEWAY)
+            raise
+        self.router.answered(instance, resp.status)
+        return resp
 
     async def _refuse(
         self, scope: Scope, receive: Receive, send: Send, exc: AimpError, oip: bool, done: _Outcome
@@ -221,7 +287,7 @@ class DataPlane:
         done.bytes_out = len(response.body)
 
     def _no_route(self, service: str, app: str, oip: bool) -> AimpError:
-        if app in self.discovery.table.known:
+        if app in self.router.table.known:
             return ServiceUnavailable(
                 f"'{service}' has no instance UP right now (starting, draining or scaled to "
                 "zero); retry after the Retry-After delay"

@@ -67,3 +67,37 @@ class ServerMetadata(BaseModel):
     name: str
     version: str
     extensions: list[str]
+
+
+class InstanceRouting(BaseModel):
+    """One UP instance as the router sees it (``GET /admin/routing``)."""
+
+    instance_id: str
+    address: str
+    routable: bool
+    ejected: bool
+    ejected_for_s: float | None = Field(
+        description="Seconds left of the ejection (0 while probing); null when not ejected"
+    )
+    probing: bool
+    ejections_in_a_row: int
+    consecutive_failures: dict[str, int]
+
+
+class ServiceRouting(BaseModel):
+    instances: list[InstanceRouting]
+    ejected: int
+
+
+class DiscoveryState(BaseModel):
+    mode: str = Field(description="stream, poll, or starting (no answer from the registry yet)")
+    connected: bool
+    fresh: bool
+    registry: str
+
+
+class RoutingPublic(BaseModel):
+    """``GET /admin/routing``: how the gateway follows the registry and where calls go."""
+
+    discovery: DiscoveryState
+    services: dict[str, ServiceRouting]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
 from aimp_core.settings import DEFAULT_PORTS, CoreSettings
 
 
@@ -26,9 +28,39 @@ class GatewaySettings(CoreSettings):
     #: Unset means ``$AIMP_HOME/credentials.json`` (DESIGN.md format).
     gateway_credentials_file: Path | None = None
 
-    # -- routing -------------------------------------------------------------------
-    #: DESIGN.md: readers must learn of a registry change within 1 s.
-    gateway_registry_refresh_interval_s: float = 1.0
+    # -- discovery (the registry) --------------------------------------------------------
+    #: Only for a registry without the change stream (e.g. a Netflix Eureka server):
+    #: DESIGN.md wants registry changes seen within 1 s, so poll GET /eureka/apps every 1 s.
+    gateway_registry_poll_s: float = 1.0
+    #: In poll mode, try the change stream again this often (the registry may be upgraded).
+    gateway_registry_stream_retry_s: float = 60.0
+    #: First and last reconnect delay after the stream is lost (doubling, with jitter):
+    #: a blip costs ~50 ms of staleness, a long outage one attempt every 5 s.
+    gateway_registry_backoff_min_s: float = 0.05
+    gateway_registry_backoff_max_s: float = 5.0
+    #: At start, wait this long for the first instances before serving (calls route at once).
+    gateway_registry_start_wait_s: float = 3.0
+
+    # -- passive failure detection (outlier ejection) ------------------------------------
+    #: A refused connection means no listener: one is proof enough of death.
+    gateway_outlier_consecutive_connect_failures: int = Field(default=1, ge=1)
+    #: Resets and timeouts after the request was sent can be one slow call: wait for 3.
+    gateway_outlier_consecutive_gateway_errors: int = Field(default=3, ge=1)
+    #: A pod answering 5xx is alive; 5 in a row (Envoy's default) says it is broken.
+    #: 503 is not counted: live sidecars answer it to shed load and while draining.
+    gateway_outlier_consecutive_5xx: int = Field(default=5, ge=1)
+    #: First ejection (Envoy: 30 s); short because a probe must pass before it returns.
+    gateway_outlier_base_ejection_s: float = Field(default=5.0, gt=0)
+    #: Ejections in a row double up to this (Envoy's max_ejection_time default is 300 s;
+    #: a minute keeps a recovered pod from idling long).
+    gateway_outlier_max_ejection_s: float = Field(default=60.0, gt=0)
+    #: At most this share of a service's UP instances out at once (and never the last).
+    gateway_outlier_max_ejected_percent: float = Field(default=50.0, ge=0, le=100)
+
+    # -- routing ---------------------------------------------------------------------------
+    #: Add ``x-aimp-instance: <registry instance id>`` to forwarded answers. Off by
+    #: default: instance ids name internal hosts and ports; the request event carries it.
+    gateway_instance_header: bool = False
 
     # -- upstream calls ---------------------------------------------------------------
     #: A pod on the same network accepts in well under 2 s; longer means it is gone.
@@ -37,24 +69,60 @@ class GatewaySettings(CoreSettings):
     gateway_upstream_total_timeout_s: float = 30.0
     #: Pooled keep-alive connections across all pods; bounds file descriptors.
     gateway_upstream_max_connections: int = 1000
+    #: Idle pooled connections are not reused after this: below the 5 s after which
+    #: uvicorn (the sidecar) and cpp-httplib close idle connections, so a call never
+    #: goes out on a connection the pod is closing (a POST could not be retried).
+    gateway_upstream_keepalive_s: float = Field(default=4.0, gt=0)
     #: Largest request body accepted (64 MiB covers big tensors, bounds memory per call).
     gateway_max_body_bytes: int = 64 * 1024 * 1024
 
+    # -- data backflow (sampled payloads; rates set through the stats service) ------------
+    #: Sampled bodies above this are left out of the record (the call itself is kept):
+    #: 256 KiB holds typical JSON inference payloads without flooding Kafka with tensors.
+    gateway_backflow_max_body_bytes: int = Field(default=256 * 1024, ge=0)
+    #: The rates' version in Redis is polled this often in case a change message was
+    #: missed; DESIGN.md wants a change applied within 1 s.
+    gateway_backflow_poll_s: float = Field(default=1.0, gt=0)
+
     # -- throttle ------------------------------------------------------------------------
-    #: Per-client calls per second; generous so the default only stops runaway clients.
+    #: The default per-client limit, used when no policy or plan of the throttle service
+    #: covers a client: calls per second, generous so it only stops runaway clients.
     gateway_rate_per_s: float = 1000.0
-    #: Calls a client may send at once on top of the steady rate.
+    #: Calls a client may send at once on top of the steady rate (default limit).
     gateway_rate_burst: int = 200
-    #: A throttle check must never hang a call.
+    #: A throttle check must never hang a call: a local Redis answers in well under 1 ms.
     gateway_redis_socket_timeout_s: float = 0.25
-    #: Redis down means "admit" (open) rather than "refuse every call" (closed).
+    #: The default limit when Redis is down: "admit through the local limiter" (open)
+    #: rather than "refuse every call" (closed). Policies say it for themselves.
     gateway_throttle_fail_open: bool = True
-    #: During a Redis outage only one check per this period pays the socket timeout.
-    gateway_throttle_retry_after_outage_s: float = 1.0
+    #: While Redis is away, probe it this often; limits are exact again this soon after
+    #: it returns (the issue asks for 2 s).
+    gateway_throttle_probe_interval_s: float = Field(default=0.25, gt=0)
+    #: Heartbeat into Redis this often, so every gateway knows how many share the limits.
+    gateway_throttle_heartbeat_s: float = Field(default=1.0, gt=0)
+    #: A gateway silent this long no longer counts as live (three missed heartbeats).
+    gateway_throttle_member_ttl_s: float = Field(default=3.0, gt=0)
+    #: Concurrency leases last this long and are renewed every third of it while the call
+    #: runs: a crashed gateway's slots come free within it.
+    gateway_throttle_lease_ttl_s: float = Field(default=10.0, gt=0)
+    #: Check the rules' version this often besides pub/sub: a missed message still
+    #: applies within 1 s (DESIGN.md).
+    gateway_throttle_rules_poll_s: float = Field(default=0.5, gt=0)
+    #: Off only to measure the throttle's own cost (bench/throttle.py) or behind another
+    #: limiter; every call then skips the check.
+    gateway_throttle_enabled: bool = True
+    #: The throttle service the admin API under /admin/throttle/ is forwarded to; unset
+    #: means http://127.0.0.1:$AIMP_THROTTLE_PORT (the local stack).
+    gateway_throttle_url: str | None = None
+    throttle_port: int = DEFAULT_PORTS["throttle"]
 
     @property
     def signing_key_path(self) -> Path:
         return self.gateway_signing_key_file or self.home / "keys" / "gateway-signing.pem"
+
+    @property
+    def throttle_base_url(self) -> str:
+        return (self.gateway_throttle_url or f"http://127.0.0.1:{self.throttle_port}").rstrip("/")
 
     @property
     def credentials_path(self) -> Path:

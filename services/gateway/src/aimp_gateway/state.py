@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from aimp_gateway.discovery import Discovery
 from aimp_gateway.keys import SigningKey
 from aimp_gateway.oauth import TokenEndpoint
 from aimp_gateway.proxy import DataPlane
@@ -21,6 +22,7 @@ class Gateway:
     store: Store
     token_endpoint: TokenEndpoint
     plane: DataPlane
+    discovery: Discovery
 
 
 def _gateway(request: Request) -> Gateway:

@@ -1,39 +1,56 @@
-"""The per-client throttle: one GCRA check in Redis per call, one round trip.
+"""The gateway's throttle: every applicable limit of a call, one Redis round trip.
 
-The Lua script (:data:`aimp_gateway.gcra.LUA_SCRIPT`) is registered once and
-called by its SHA. Redis down or slow never hangs a call: the socket timeout
-bounds the wait, then the call is admitted (fail open) or refused with 503
-(fail closed) per the setting, and for ``retry_after_outage_s`` later calls
-skip Redis altogether, so only one call per period pays the timeout.
+The rules (policies, plans, assignments) come from the throttle service
+through Redis (:class:`aimp_core.ratelimit.sync.Follower`: pub/sub plus a
+version check every ``rules_poll_s``, so a change applies within 1 s). For
+each (client, service) the applicable limits are resolved once and cached
+(:mod:`aimp_core.ratelimit.policies`: a client's own policy, else its plan,
+else a per-client policy, else this gateway's settings-based default limit;
+plus per-service and global limits); a call is then one ``EVALSHA``
+(:class:`aimp_core.ratelimit.engine.Limiter`) that admits it against all of
+them or against none.
+
+Redis unreachable never hangs a call: the socket timeout bounds the first
+failed check, then calls are decided locally until a background probe finds
+Redis again (fail open: each limit's rate divided among the live gateways;
+fail closed: 503), per policy.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
-from aimp_core.errors import ServiceUnavailable, TooManyRequests
-from aimp_gateway.gcra import LUA_SCRIPT, Decision, Limit, policy_header, ratelimit_header
+from aimp_core.ratelimit.calendar import day_index
+from aimp_core.ratelimit.engine import Compiled, Limiter, Verdict
+from aimp_core.ratelimit.policies import LimitFields, Resolver, Snapshot
+from aimp_core.ratelimit.responses import refusal, verdict_headers
+from aimp_core.ratelimit.sync import Follower
 
 log = logging.getLogger(__name__)
 
 FAIL_OPEN = Counter(
     "aimp_gateway_throttle_fail_open_total",
-    "Calls admitted without a rate check because Redis was unreachable or slow.",
+    "Calls decided by the local limiter (this gateway's share) because Redis was unreachable.",
 )
 FAIL_CLOSED = Counter(
     "aimp_gateway_throttle_fail_closed_total",
-    "Calls refused because Redis was unreachable and the throttle fails closed.",
+    "Calls refused because Redis was unreachable and a limit fails closed.",
 )
-THROTTLED = Counter("aimp_gateway_throttled_total", "Calls refused by the per-client rate limit.")
-
-KEY_PREFIX = "aimp:gw:rate:"
+THROTTLED = Counter(
+    "aimp_gateway_throttled_total",
+    "Calls refused by a limit (429), by what refused them.",
+    ["kind"],
+)
+MEMBERS = Gauge("aimp_gateway_throttle_members", "Live gateways sharing the limits, per Redis.")
+#: Resolved limits kept per (client, service); cleared on a rule change or beyond this.
+MAX_CACHED = 50_000
 
 
 def make_redis(url: str, *, socket_timeout_s: float) -> Redis:
@@ -46,73 +63,99 @@ def make_redis(url: str, *, socket_timeout_s: float) -> Redis:
     )
 
 
+@dataclass
+class Ticket:
+    """An admitted call: its RateLimit headers and the leases it holds until it ends."""
+
+    verdict: Verdict
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    released: bool = False
+
+
+def _ascii_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode(), v.encode("latin-1", "replace")) for k, v in headers.items()]
+
+
 class Throttle:
-    """Checks one client's call against its limit; raises 429 (or 503 when failing closed)."""
+    """Checks each call against every limit that applies to it; raises 429 or 503."""
 
     def __init__(
         self,
         redis: Redis,
-        limit: Limit,
+        default: LimitFields,
         *,
-        fail_open: bool,
-        retry_after_outage_s: float,
+        lease_ttl_s: float = 10.0,
+        probe_interval_s: float = 0.25,
+        heartbeat_s: float = 1.0,
+        member_ttl_s: float = 3.0,
+        rules_poll_s: float = 0.5,
+        enabled: bool = True,
     ) -> None:
         self.redis = redis
-        self.limit = limit
-        self.fail_open = fail_open
-        self.retry_after_outage_s = retry_after_outage_s
-        self._script = redis.register_script(LUA_SCRIPT)
-        self._args = (limit.interval_us, limit.burst)
-        self._policy = policy_header(limit)
-        self._skip_until = 0.0
-        self._in_outage = False
-
-    async def check(self, client_id: str) -> None:
-        """Return when the call may go on; raise :class:`TooManyRequests` when it may not."""
-        if self._in_outage and time.monotonic() < self._skip_until:
-            self._unchecked()
-            return
-        try:
-            raw = await self._script(keys=[KEY_PREFIX + client_id], args=self._args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            self._outage(exc)
-            self._unchecked()
-            return
-        if self._in_outage:
-            self._in_outage = False
-            log.info("redis answers again; rate checks resumed")
-        allowed, remaining, retry_after_us, reset_after_us = (int(v) for v in raw)
-        if allowed:
-            return
-        THROTTLED.inc()
-        decision = Decision(False, 0, remaining, retry_after_us, reset_after_us)
-        raise TooManyRequests(
-            f"client '{client_id}' is over its rate limit ({self._policy}); retry after the "
-            "Retry-After delay or ask an admin for a higher limit",
-            retry_after_s=retry_after_us / 1_000_000,
-            **{"RateLimit-Policy": self._policy, "RateLimit": ratelimit_header(decision)},
+        self.default = default
+        self.enabled = enabled
+        self.limiter = Limiter(
+            redis,
+            lease_ttl_s=lease_ttl_s,
+            probe_interval_s=probe_interval_s,
+            heartbeat_s=heartbeat_s,
+            member_ttl_s=member_ttl_s,
         )
+        self.follower = Follower(redis, self._rules_changed, poll_s=rules_poll_s)
+        self.resolver = Resolver(Snapshot(), default)
+        self._cache: dict[tuple[str, str], Compiled] = {}
+        self._cache_day = day_index(time.time_ns() // 1000)
 
-    def _outage(self, exc: BaseException) -> None:
-        self._skip_until = time.monotonic() + self.retry_after_outage_s
-        if not self._in_outage:
-            self._in_outage = True
-            log.warning(
-                "redis unreachable, rate checks %s until it answers: %s",
-                "skipped (fail open)" if self.fail_open else "refuse calls (fail closed)",
-                f"{type(exc).__name__}: {exc}"[:200],
-            )
+    def _rules_changed(self, snapshot: Snapshot) -> None:
+        self.resolver = Resolver(snapshot, self.default)
+        self._cache = {}
 
-    def _unchecked(self) -> None:
-        if self.fail_open:
-            FAIL_OPEN.inc()
+    def compiled(self, client_id: str, service: str) -> Compiled:
+        """The limits of (client, service), resolved once per rule version (and UTC day,
+        since the RateLimit-Policy header names the month's length)."""
+        now_us = time.time_ns() // 1000
+        key = (client_id, service)
+        found = self._cache.get(key)
+        if found is not None and day_index(now_us) == self._cache_day:
+            return found
+        if len(self._cache) >= MAX_CACHED or day_index(now_us) != self._cache_day:
+            self._cache = {}
+            self._cache_day = day_index(now_us)
+        found = self._cache[key] = Compiled.of(self.resolver.applicable(client_id, service), now_us)
+        return found
+
+    async def check(self, client_id: str, service: str) -> Ticket | None:
+        """The call's ticket when it may go on; raises 429 (a limit) or 503 (fails closed)."""
+        if not self.enabled:
+            return None
+        verdict = await self.limiter.check(self.compiled(client_id, service))
+        if verdict.allowed:
+            if verdict.mode == "local":
+                FAIL_OPEN.inc()
+            return Ticket(verdict, _ascii_headers(verdict_headers(verdict)))
+        if verdict.mode == "closed":
+            FAIL_CLOSED.inc()
+        else:
+            THROTTLED.labels(verdict.kind.name.lower() if verdict.kind else "rate").inc()
+        raise refusal(verdict, client_id)
+
+    async def release(self, ticket: Ticket | None) -> None:
+        """The call ended: free its concurrency slots (once; leases also expire on their own)."""
+        if ticket is None or ticket.released:
             return
-        FAIL_CLOSED.inc()
-        raise ServiceUnavailable(
-            "the rate-limit store (Redis) is unreachable and this gateway fails closed; "
-            "retry shortly",
-            retry_after_s=self.retry_after_outage_s,
-        )
+        ticket.released = True
+        await self.limiter.release(ticket.verdict)
+
+    async def start(self) -> None:
+        if not self.enabled:
+            return  # not a member either: it takes no share of any limit
+        await self.follower.start()
+        await self.limiter.start()
+        MEMBERS.set_function(lambda: self.limiter.members)
+
+    async def stop(self) -> None:
+        await self.follower.stop()
+        await self.limiter.stop()
 
     async def ping(self) -> None:
         await self.redis.ping()

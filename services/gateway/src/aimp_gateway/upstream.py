@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import time
 from dataclasses import dataclass
 
@@ -16,9 +17,20 @@ from yarl import URL
 
 from aimp_core.errors import BadGateway, GatewayTimeout
 
+#: Connect errors that mean nothing listens at the address (the pod or its host is gone).
+_GONE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+
 
 class ConnectFailed(BadGateway):
-    """The pod did not accept the connection; the request was never sent (safe to retry)."""
+    """The pod did not accept the connection; the request was never sent (safe to retry).
+
+    ``gone``: refused or unreachable, so nothing listens there (unlike a timeout,
+    which an overloaded pod can cause too).
+    """
+
+    def __init__(self, detail: str, *, gone: bool) -> None:
+        super().__init__(detail)
+        self.gone = gone
 
 
 class UpstreamBroken(BadGateway):
@@ -100,9 +112,11 @@ class Upstream:
                     (time.perf_counter() - start) * 1000.0,
                 )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            code = getattr(getattr(exc, "os_error", None), "errno", None)
             raise ConnectFailed(
                 f"the service instance at {_origin(url)} did not accept a connection "
-                f"({type(exc).__name__}); it may be starting or gone, retry shortly"
+                f"({type(exc).__name__}); it may be starting or gone, retry shortly",
+                gone=code in _GONE_ERRNOS,
             ) from None
         except TimeoutError:
             raise UpstreamTimeout(

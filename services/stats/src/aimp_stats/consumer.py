@@ -1,9 +1,19 @@
 """Kafka adapter: consume request events into SQL, committing only what is stored.
 
 Delivery is at-least-once (offsets are committed after the SQL transaction
-succeeds) and storage is idempotent (``event_id`` is the primary key), so each
+succeeds) and storage is idempotent (an event already stored is skipped in the
+same transaction that counts the others, :meth:`EventStore.ingest`), so each
 call is counted exactly once even when a batch is redelivered after a crash,
-a rebalance or a broker restart.
+a rebalance or a broker restart. Several instances in one group share the
+partitions; their SQL transactions serialize on the ingest lock.
+
+A broker with memory storage (Tansu) that restarts forgets the group's
+committed offsets and starts its logs again at 0, and a consumer that kept its
+position would skip the first records of the new log. So before each commit the
+consumer reads the group's committed offsets back: if the broker has less than
+this consumer committed, the log was lost, and the consumer rewinds every
+partition it holds to the beginning (the producers re-send what the broker
+lost; duplicates are skipped by the store).
 
 A record that is not a valid :class:`~aimp_core.events.RequestEvent` is logged
 with its offset, counted and skipped; it never stops the consumer. When the
@@ -27,10 +37,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.exc import SQLAlchemyError
 
 from aimp_core.events import RequestEvent
@@ -50,6 +60,15 @@ EVENTS_REJECTED = Counter(
 )
 EVENTS_DUPLICATE = Counter(
     "aimp_stats_events_duplicate_total", "Valid events ignored because their event_id was stored."
+)
+INGEST_LAG = Histogram(
+    "aimp_stats_ingest_lag_seconds",
+    "From an event's ts (the gateway received the call) to its commit in SQL.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 300),
+)
+LOG_RESETS = Counter(
+    "aimp_stats_broker_log_resets_total",
+    "Times the broker had lost committed offsets (a restart) and the consumer rewound.",
 )
 LAST_WRITE = Gauge(
     "aimp_stats_last_write_timestamp_seconds", "Unix time of the last successful SQL write."
@@ -79,6 +98,8 @@ class RequestEventConsumer:
         self.connected = False
         self._task: asyncio.Task[None] | None = None
         self._retry_s = settings.consumer_retry_initial_s
+        #: Offsets this instance committed, per partition it still holds.
+        self._committed: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="stats-consumer")
@@ -117,7 +138,6 @@ class RequestEventConsumer:
         timeout_s = s.kafka_request_timeout_ms / 1000
         await ensure_topics(s.kafka_bootstrap, [s.requests_topic], timeout_s=timeout_s)
         consumer = AIOKafkaConsumer(
-            s.requests_topic,
             bootstrap_servers=s.kafka_bootstrap,
             group_id=s.consumer_group,
             enable_auto_commit=False,
@@ -128,20 +148,40 @@ class RequestEventConsumer:
             max_poll_interval_ms=s.kafka_max_poll_interval_ms,
             request_timeout_ms=s.kafka_request_timeout_ms,
         )
+        self._committed.clear()
+        consumer.subscribe([s.requests_topic], listener=_ForgetRevoked(self._committed))
         try:
             await asyncio.wait_for(consumer.start(), timeout_s)
             self._set_connected(True)
             self._retry_s = s.consumer_retry_initial_s
             log.info("stats consumer started", extra={"topic": s.requests_topic})
             while True:
-                batches: Batches = await consumer.getmany(
-                    timeout_ms=s.consume_poll_timeout_ms, max_records=s.consume_batch_max_events
-                )
+                batches = await self._next_batch(consumer)
                 if batches:
                     await self._handle(consumer, batches)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(consumer.stop(), timeout_s)
+
+    async def _next_batch(self, consumer: Any) -> Batches:
+        """Records to store in one transaction: once one arrives, wait up to
+        ``consume_batch_wait_ms`` for more (up to ``consume_batch_max_events``), since a
+        transaction's cost is mostly per bucket row, not per event."""
+        s = self.settings
+        limit = s.consume_batch_max_events
+        batches: Batches = await consumer.getmany(
+            timeout_ms=s.consume_poll_timeout_ms, max_records=limit
+        )
+        count = sum(len(r) for r in batches.values())
+        deadline = time.monotonic() + s.consume_batch_wait_ms / 1000
+        while batches and count < limit and (left := deadline - time.monotonic()) > 0:
+            more: Batches = await consumer.getmany(
+                timeout_ms=max(1, int(left * 1000)), max_records=limit - count
+            )
+            for tp, records in more.items():
+                batches.setdefault(tp, []).extend(records)
+                count += len(records)
+        return batches
 
     async def _handle(self, consumer: Any, batches: Batches) -> None:
         """Store one fetched batch, then commit its offsets (or rewind it if SQL failed)."""
@@ -163,7 +203,7 @@ class RequestEventConsumer:
                     )
         unique = unique_by_event_id(events)
         try:
-            added = await asyncio.to_thread(self.store.insert_events, unique)
+            result = await asyncio.to_thread(self.store.ingest, unique)
         except (SQLAlchemyError, OSError) as exc:
             # Nothing is committed: rewind so the next poll fetches the same records again.
             for tp, records in batches.items():
@@ -180,9 +220,34 @@ class RequestEventConsumer:
             await asyncio.sleep(self._retry_s)
             self._retry_s = min(self._retry_s * 2, self.settings.consumer_retry_max_s)
             return
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batches.items()})
+        stored_at = time.time()
+        offsets = {tp: records[-1].offset + 1 for tp, records in batches.items()}
+        if await self._broker_lost_log(consumer):
+            LOG_RESETS.inc()
+            log.warning(
+                "the broker has lost this group's committed offsets (a restart): "
+                "reading every partition again from the beginning"
+            )
+            self._committed.clear()
+            consumer.seek_to_beginning(*consumer.assignment())
+        else:
+            await consumer.commit(offsets)
+            self._committed.update(offsets)
         self._retry_s = self.settings.consumer_retry_initial_s
-        self._record(consumed=len(events), rejected=rejected, duplicates=len(events) - added)
+        for event in unique:
+            INGEST_LAG.observe(max(0.0, stored_at - event.ts))
+        self._record(consumed=len(events), rejected=rejected, duplicates=len(events) - result.added)
+
+    async def _broker_lost_log(self, consumer: Any) -> bool:
+        """True if the broker's committed offsets are behind what this instance committed."""
+        held = [tp for tp in consumer.assignment() if tp in self._committed]
+        if not held:
+            return False
+        found = await asyncio.gather(*(consumer.committed(tp) for tp in held))
+        return any(
+            (got if got is not None else -1) < self._committed[tp]
+            for tp, got in zip(held, found, strict=True)
+        )
 
     def _record(self, *, consumed: int, rejected: int, duplicates: int) -> None:
         now = time.time()
@@ -198,6 +263,20 @@ class RequestEventConsumer:
     def _set_connected(self, connected: bool) -> None:
         self.connected = connected
         CONNECTED.set(1 if connected else 0)
+
+
+class _ForgetRevoked(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Drops the remembered commits of partitions this instance no longer holds."""
+
+    def __init__(self, committed: dict[TopicPartition, int]) -> None:
+        self.committed = committed
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.committed.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        return None
 
 
 async def kafka_ping(bootstrap: str, timeout_s: float) -> None:

@@ -1,5 +1,2 @@
-"""aimp-throttle: the store and admin API of throttle policies.
-
-Policies are not enforced yet: neither this service nor the gateway applies
-them to traffic. Enforcement (in the gateway, against Redis) is a later issue.
-"""
+"""aimp-throttle: the throttle rules (policies, plans, assignments), their admin API,
+their publication to every gateway, and ``POST /v1/check`` for other callers."""
