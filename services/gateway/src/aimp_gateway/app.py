@@ -130,7 +130,11 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         max_connections=settings.gateway_upstream_max_connections,
         keepalive_s=settings.gateway_upstream_keepalive_s,
     )
-    publisher = EventPublisher(settings.kafka_bootstrap)
+    # Events outlive a Kafka outage and a gateway crash during one: they spool to disk.
+    publisher = EventPublisher(
+        settings.kafka_bootstrap,
+        spool_dir=settings.home / "spool" / f"gateway-{settings.gateway_port}",
+    )
     backflow = build_sampler(settings, publisher)
     plane = DataPlane(
         verifier=verifier,
