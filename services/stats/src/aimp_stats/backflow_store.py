@@ -35,6 +35,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from aimp_stats.store import UnsupportedDatabase
+
 RATES_KEY = "aimp:backflow:rates"
 VERSION_KEY = "aimp:backflow:version"
 CHANNEL = "aimp:backflow:changed"
@@ -136,7 +138,7 @@ class BackflowConfigStore:
                 .values(values)
                 .on_conflict_do_update(index_elements=["service"], set_=update)
             )
-        raise NotImplementedError(f"stats supports SQLite and PostgreSQL, not {dialect!r}")
+        raise UnsupportedDatabase(dialect)
 
 
 def _fields(text: str) -> list[str]:

@@ -69,15 +69,23 @@ def stats_engine(url: str) -> Engine:
     return engine
 
 
+class UnsupportedDatabase(ValueError):
+    """The configured SQL database is neither SQLite nor PostgreSQL."""
+
+    def __init__(self, dialect: str) -> None:
+        super().__init__(
+            f"stats supports SQLite and PostgreSQL, not {dialect!r}; set AIMP_DATABASE_URL "
+            "to a sqlite:/// or postgresql:// URL"
+        )
+
+
 class EventStore(Queries):
     """Request events in SQL: raw recent calls plus minute, hour and day buckets."""
 
     def __init__(self, engine: Engine, retention: Retention = DEFAULT_RETENTION) -> None:
         super().__init__(engine, retention)
         if engine.dialect.name not in ("sqlite", "postgresql"):
-            raise NotImplementedError(
-                f"stats supports SQLite and PostgreSQL, not {engine.dialect.name}"
-            )
+            raise UnsupportedDatabase(engine.dialect.name)
         #: The DB-API's placeholder (SQLite's qmark, psycopg's format).
         self._mark = "?" if engine.dialect.paramstyle == "qmark" else "%s"
         columns = [c.name for c in request_events.columns]
