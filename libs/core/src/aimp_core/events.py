@@ -43,3 +43,19 @@ class RequestEvent(BaseModel):
     bytes_in: int
     bytes_out: int
     outcome: Outcome
+
+
+class AuditEvent(BaseModel):
+    """One event per admin change, on ``aimp.audit.v1`` (key = the changed object's kind).
+
+    ``before`` and ``after`` never hold secrets: writers pass public views only.
+    """
+
+    event_id: str = Field(description="Unique per change; consumers deduplicate on it.")
+    ts: float = Field(description="Unix time (s) of the change.")
+    actor: str = Field(description="The token subject that made the change.")
+    action: str = Field(description="What was done, e.g. 'client.create', 'config.rollback'.")
+    target: str = Field(description="What it was done to, e.g. 'client/shop-app'.")
+    request_id: str = ""
+    before: dict[str, object] | None = None
+    after: dict[str, object] | None = None
