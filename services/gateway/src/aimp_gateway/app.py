@@ -34,6 +34,7 @@ from aimp_gateway.discovery import Discovery
 from aimp_gateway.keys import load_or_create
 from aimp_gateway.oauth import TokenEndpoint
 from aimp_gateway.outlier import OutlierPolicy
+from aimp_gateway.policy import LiveConfig
 from aimp_gateway.proxy import DataPlane
 from aimp_gateway.router import Router
 from aimp_gateway.settings import GatewaySettings
@@ -136,6 +137,7 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         spool_dir=settings.home / "spool" / f"gateway-{settings.gateway_port}",
     )
     backflow = build_sampler(settings, publisher)
+    live = LiveConfig()
     plane = DataPlane(
         verifier=verifier,
         throttle=throttle,
@@ -145,6 +147,7 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         max_body_bytes=settings.gateway_max_body_bytes,
         instance_header=settings.gateway_instance_header,
         backflow=backflow,
+        config=live,
     )
 
     @asynccontextmanager

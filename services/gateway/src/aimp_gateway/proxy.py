@@ -32,6 +32,7 @@ from aimp_gateway.headers import downstream_response_headers, upstream_request_h
 from aimp_gateway.outcomes import CLIENT_CLOSED, outcome_for
 from aimp_gateway.outlier import Failure
 from aimp_gateway.paths import OIP_ROUTE, SVC_ROUTE, Call, upstream_target
+from aimp_gateway.policy import LiveConfig
 from aimp_gateway.router import Router
 from aimp_gateway.throttle import Throttle, Ticket
 from aimp_gateway.tokens import TokenVerifier
@@ -139,6 +140,7 @@ class DataPlane:
         max_body_bytes: int,
         instance_header: bool = False,
         backflow: BackflowSampler | None = None,
+        config: LiveConfig | None = None,
     ) -> None:
         self.verifier = verifier
         self.throttle = throttle
@@ -148,6 +150,8 @@ class DataPlane:
         self.max_body_bytes = max_body_bytes
         self.instance_header = instance_header
         self.backflow = backflow
+        #: The live configuration (routes, revisions, fuses, balancing) from the config center.
+        self.config = config or LiveConfig()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         call: Call = scope[CALL_KEY]
