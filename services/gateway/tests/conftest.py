@@ -270,6 +270,7 @@ TEST_CLIENTS = {
     "triton-app": ["invoker"],
     "eject-app": ["invoker"],
     "retry-app": ["invoker"],
+    "stream-app": ["invoker"],
 }
 #: A low limit so that 429 is reachable in a test: 2 calls/s, bursts of 20.
 TEST_RATE_PER_S, TEST_BURST = 2.0, 20

@@ -69,7 +69,13 @@ def test_discovery_documents(gateway) -> None:  # type: ignore[no-untyped-def]
         "client_secret_basic",
         "client_secret_post",
     ]
-    assert set(meta["grant_types_supported"]) == {"client_credentials", "password"}
+    assert set(meta["grant_types_supported"]) == {
+        "client_credentials",
+        "password",
+        "refresh_token",
+    }
+    assert meta["revocation_endpoint"] == f"{issuer}/oauth/revoke"
+    assert meta["introspection_endpoint"] == f"{issuer}/oauth/introspect"
     assert meta["id_token_signing_alg_values_supported"] == ["RS256"]
 
 

@@ -132,8 +132,15 @@ def test_broken_call_is_retried_only_when_idempotent(  # type: ignore[no-untyped
     register_instance(name.upper(), hang_up_server)
     live = register_instance(name.upper(), gateway.upstream.port)
     _wait_routable(gateway, name, headers)
+    # Round robin, so that each pair of calls reaches both instances once.
+    put = httpx.put(
+        f"{gateway.url}/admin/config/services/{name}",
+        json={"lb": "round_robin"},
+        headers=gateway.admin_auth(),
+    )
+    assert put.status_code in (200, 201), put.text
     url = f"{gateway.url}/svc/{name}/echo/x"
-    with httpx.Client() as http:  # two instances in turn: each pair reaches both once
+    with httpx.Client() as http:
         posts = [http.post(url, headers=headers, content=b"1") for _ in range(2)]
         gets = [http.get(url, headers=headers) for _ in range(2)]
     assert sorted(r.status_code for r in posts) == [200, 502]

@@ -5,7 +5,11 @@ against the gateway's JWKS (fetched once, refetched when an unknown ``kid``
 appears, so a rotated key is picked up). Role decisions are pure functions.
 
 Roles (DESIGN.md): ``admin`` (everything), ``operator`` (read all, deploy,
-scale), ``invoker`` (call any service), ``invoke:<service>`` (call one).
+scale), ``invoker`` (call any service), ``invoke:<service>`` (call one); plus
+narrower admin roles: ``admin:clients`` (clients, users, roles),
+``admin:config`` (routing and fuse configuration), ``admin:throttle``
+(throttle policies) and ``auditor`` (read-only admin). Each role grants a set
+of :class:`Permission`; the ``can_*`` functions ask for one permission.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import httpx
@@ -28,6 +33,10 @@ ROLE_ADMIN = "admin"
 ROLE_OPERATOR = "operator"
 ROLE_INVOKER = "invoker"
 INVOKE_PREFIX = "invoke:"
+ROLE_ADMIN_CLIENTS = "admin:clients"
+ROLE_ADMIN_CONFIG = "admin:config"
+ROLE_ADMIN_THROTTLE = "admin:throttle"
+ROLE_AUDITOR = "auditor"
 #: Audience every aimp token carries.
 AUDIENCE = "aimp"
 #: Seconds of clock skew tolerated on exp/iat/nbf.
@@ -48,9 +57,44 @@ class Principal:
 # -- pure decisions -------------------------------------------------------------
 
 
+class Permission(StrEnum):
+    """What a role lets its holder do; roles are named sets of these."""
+
+    INVOKE_ANY = "invoke-any"
+    READ = "read"
+    OPERATE = "operate"
+    MANAGE_IDENTITIES = "manage-identities"
+    MANAGE_CONFIG = "manage-config"
+    MANAGE_THROTTLE = "manage-throttle"
+    MANAGE_KEYS = "manage-keys"
+
+
+#: Every fixed role, what it is for (``GET /admin/roles``) and what it may do.
+ROLE_DESCRIPTIONS: dict[str, str] = {
+    ROLE_ADMIN: "everything, including signing-key rotation",
+    ROLE_OPERATOR: "read all control-plane state, deploy and scale",
+    ROLE_INVOKER: "call any service on the data plane",
+    ROLE_ADMIN_CLIENTS: "manage OAuth2 clients, console users and their roles; read state",
+    ROLE_ADMIN_CONFIG: "change routing, load-balancing and fuse configuration; read state",
+    ROLE_ADMIN_THROTTLE: "change throttle policies and plans; read state",
+    ROLE_AUDITOR: "read-only access to every admin API",
+}
+#: ``invoke:<service>`` is a family of roles, described once.
+INVOKE_ROLE_DESCRIPTION = "call one service, e.g. invoke:resnet"
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    ROLE_ADMIN: frozenset(Permission),
+    ROLE_OPERATOR: frozenset({Permission.READ, Permission.OPERATE}),
+    ROLE_INVOKER: frozenset({Permission.INVOKE_ANY}),
+    ROLE_ADMIN_CLIENTS: frozenset({Permission.READ, Permission.MANAGE_IDENTITIES}),
+    ROLE_ADMIN_CONFIG: frozenset({Permission.READ, Permission.MANAGE_CONFIG}),
+    ROLE_ADMIN_THROTTLE: frozenset({Permission.READ, Permission.MANAGE_THROTTLE}),
+    ROLE_AUDITOR: frozenset({Permission.READ}),
+}
+
+
 def is_valid_role(role: str) -> bool:
     """Known roles, plus ``invoke:<service>`` for a well-formed service name."""
-    if role in (ROLE_ADMIN, ROLE_OPERATOR, ROLE_INVOKER):
+    if role in ROLE_PERMISSIONS:
         return True
     service = role.removeprefix(INVOKE_PREFIX)
     return (
@@ -60,6 +104,18 @@ def is_valid_role(role: str) -> bool:
     )
 
 
+def permissions_of(roles: Iterable[str]) -> frozenset[Permission]:
+    """Everything ``roles`` allow together (unknown roles allow nothing)."""
+    granted: set[Permission] = set()
+    for role in roles:
+        granted |= ROLE_PERMISSIONS.get(role, frozenset())
+    return frozenset(granted)
+
+
+def has_permission(roles: Iterable[str], permission: Permission) -> bool:
+    return permission in permissions_of(roles)
+
+
 def can_invoke(roles: Iterable[str], service: str) -> bool:
     """May a caller with ``roles`` call ``service`` on the data plane?"""
     held = set(roles)
@@ -67,18 +123,52 @@ def can_invoke(roles: Iterable[str], service: str) -> bool:
 
 
 def can_read_admin(roles: Iterable[str]) -> bool:
-    """May a caller read control-plane state (operators and admins)?"""
-    return bool(set(roles) & {ROLE_ADMIN, ROLE_OPERATOR})
+    """May a caller read control-plane state (admins, operators, auditors, narrow admins)?"""
+    return has_permission(roles, Permission.READ)
 
 
 def can_operate(roles: Iterable[str]) -> bool:
     """May a caller deploy and scale (operators and admins)?"""
-    return bool(set(roles) & {ROLE_ADMIN, ROLE_OPERATOR})
+    return has_permission(roles, Permission.OPERATE)
 
 
 def can_administer(roles: Iterable[str]) -> bool:
-    """May a caller change clients, users, roles and policies (admins only)?"""
+    """Is the caller a full admin (every admin change, signing keys included)?"""
     return ROLE_ADMIN in set(roles)
+
+
+def can_manage_identities(roles: Iterable[str]) -> bool:
+    """May a caller change clients, users and their roles (admin, admin:clients)?"""
+    return has_permission(roles, Permission.MANAGE_IDENTITIES)
+
+
+def can_manage_config(roles: Iterable[str]) -> bool:
+    """May a caller change routing and fuse configuration (admin, admin:config)?"""
+    return has_permission(roles, Permission.MANAGE_CONFIG)
+
+
+def can_manage_throttle(roles: Iterable[str]) -> bool:
+    """May a caller change throttle policies and plans (admin, admin:throttle)?"""
+    return has_permission(roles, Permission.MANAGE_THROTTLE)
+
+
+def can_manage_keys(roles: Iterable[str]) -> bool:
+    """May a caller rotate the token-signing key (admin only)?"""
+    return has_permission(roles, Permission.MANAGE_KEYS)
+
+
+#: Roles only a full admin may grant, take away, or manage the holders of: otherwise an
+#: ``admin:clients`` could make itself (or a puppet) an ``admin``.
+PRIVILEGED_ROLES = frozenset(
+    {ROLE_ADMIN, ROLE_ADMIN_CLIENTS, ROLE_ADMIN_CONFIG, ROLE_ADMIN_THROTTLE}
+)
+
+
+def roles_beyond_reach(caller_roles: Iterable[str], roles: Iterable[str]) -> list[str]:
+    """The roles in ``roles`` the caller may not grant or revoke (sorted; empty when fine)."""
+    if ROLE_ADMIN in set(caller_roles):
+        return []
+    return sorted(set(roles) & PRIVILEGED_ROLES)
 
 
 def require(allowed: bool, what: str) -> None:
@@ -118,17 +208,26 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
     )
 
 
-def verify_with_keys(
+#: The only signature algorithm of aimp's own tokens.
+OWN_ALGORITHMS = ("RS256",)
+#: Algorithms never accepted, whatever a setting says: unsigned and shared-secret ones
+#: (a verifier holding public keys must never treat one as an HMAC secret).
+FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+
+
+def verify_claims(
     token: str,
     keys: KeySet,
     *,
     issuer: str | None,
     audience: str = AUDIENCE,
     now: float | None = None,
-) -> Principal:
-    """Verify signature (RS256 only, so ``alg: none`` never passes), issuer, audience, expiry."""
+    algorithms: Iterable[str] = OWN_ALGORITHMS,
+) -> dict[str, Any]:
+    """The claims of a token whose signature, issuer, audience and expiry all check out."""
+    allowed = [a for a in algorithms if a not in FORBIDDEN_ALGORITHMS]
     try:
-        decoded = jwt.decode(token, keys, algorithms=["RS256"])
+        decoded = jwt.decode(token, keys, algorithms=allowed)
         registry = JWTClaimsRegistry(
             now=int(now if now is not None else time.time()),
             leeway=LEEWAY_S,
@@ -141,7 +240,20 @@ def verify_with_keys(
         raise Unauthorized(f"token rejected: {exc.description or exc.error}") from None
     except ValueError:
         raise Unauthorized("token rejected: it is not a well-formed JWT") from None
-    return principal_from_claims(decoded.claims)
+    return dict(decoded.claims)
+
+
+def verify_with_keys(
+    token: str,
+    keys: KeySet,
+    *,
+    issuer: str | None,
+    audience: str = AUDIENCE,
+    now: float | None = None,
+) -> Principal:
+    """Verify signature (RS256 only, so ``alg: none`` never passes), issuer, audience, expiry."""
+    claims = verify_claims(token, keys, issuer=issuer, audience=audience, now=now)
+    return principal_from_claims(claims)
 
 
 def token_kid(token: str) -> str | None:
@@ -167,9 +279,19 @@ class JwksVerifier:
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
 
-    async def _refresh(self) -> None:
+    @property
+    def keys(self) -> KeySet | None:
+        """The key set last fetched (None before the first fetch)."""
+        return self._keys
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Fetch the JWKS (at most once per ``MIN_REFRESH_INTERVAL_S`` unless ``force``)."""
+        await self._refresh(force=force)
+
+    async def _refresh(self, *, force: bool = False) -> None:
         async with self._lock:
-            if time.monotonic() - self._fetched_at < self.MIN_REFRESH_INTERVAL_S and self._keys:
+            recent = time.monotonic() - self._fetched_at < self.MIN_REFRESH_INTERVAL_S
+            if recent and self._keys and not force:
                 return
             async with httpx.AsyncClient(timeout=self.timeout_s) as http:
                 resp = await http.get(self.jwks_url)

@@ -56,6 +56,10 @@ class NotFound(AimpError):
     status, title = 404, "Not found"
 
 
+class RequestTimeout(AimpError):
+    status, title = 408, "Request timeout"
+
+
 class Conflict(AimpError):
     status, title = 409, "Conflict"
 

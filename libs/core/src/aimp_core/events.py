@@ -23,6 +23,8 @@ Outcome = Literal[
     "not_found",
     "unavailable",
     "timeout",
+    #: The gateway's fuses refused the call and the service's configured fallback answered.
+    "fallback",
 ]
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from aimp_core.logging import configure_logging
-from aimp_core.serve import serve
+from aimp_core.serve import ServerLimits, serve
 from aimp_gateway.app import SERVICE, build_app
 from aimp_gateway.credentials import StartupRefused
 from aimp_gateway.settings import GatewaySettings
@@ -31,6 +31,13 @@ def main() -> None:
         host=settings.host,
         port=settings.gateway_port,
         graceful_shutdown_s=settings.graceful_shutdown_s,
+        limits=ServerLimits(
+            max_head_bytes=settings.gateway_max_head_bytes,
+            max_header_count=settings.gateway_max_header_count,
+            head_timeout_s=settings.gateway_head_timeout_s,
+            max_connections=settings.gateway_max_connections,
+            reuse_port=settings.gateway_reuse_port,
+        ),
     )
 
 

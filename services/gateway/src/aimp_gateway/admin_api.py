@@ -1,37 +1,33 @@
-"""Admin routes: OAuth2 clients (role ``admin``; secrets shown once, stored hashed) and
-the routing state (``admin`` or ``operator``)."""
+"""Admin routes: the routing state, the roles and the signing keys (reading needs a
+read-admin role, rotating the key ``admin``). Clients and users are in
+:mod:`aimp_gateway.identity_api`."""
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request
 
-from aimp_core.auth import Principal, can_administer, can_read_admin, require
-from aimp_core.errors import Conflict, NotFound
-from aimp_gateway.passwords import hash_secret
+from aimp_core.auth import (
+    INVOKE_ROLE_DESCRIPTION,
+    ROLE_DESCRIPTIONS,
+    Principal,
+    can_manage_keys,
+    can_read_admin,
+    require,
+)
+from aimp_core.errors import Conflict, request_id_of
+from aimp_gateway.keys import RotationUnavailable
 from aimp_gateway.schemas import (
-    ClientCreate,
-    ClientCreated,
-    ClientPublic,
     DiscoveryState,
+    KeyPublic,
+    RolePublic,
     RoutingPublic,
     ServiceRouting,
 )
-from aimp_gateway.state import GatewayDep
-from aimp_gateway.store import ClientExists, ClientRecord
+from aimp_gateway.state import Gateway, GatewayDep
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-
-
-async def _admin(request: Request, gw: GatewayDep) -> Principal:
-    principal = gw.plane.verifier.verify(request.headers.get("authorization"))
-    require(can_administer(principal.roles), "administering clients")
-    return principal
-
-
-Admin = Annotated[Principal, Depends(_admin)]
 
 
 async def _reader(request: Request, gw: GatewayDep) -> Principal:
@@ -43,43 +39,13 @@ async def _reader(request: Request, gw: GatewayDep) -> Principal:
 Reader = Annotated[Principal, Depends(_reader)]
 
 
-def _public(record: ClientRecord) -> ClientPublic:
-    return ClientPublic(
-        client_id=record.client_id,
-        roles=list(record.roles),
-        created_at=record.created_at,
-        disabled=record.disabled,
-    )
+async def _key_admin(request: Request, gw: GatewayDep) -> Principal:
+    principal = gw.plane.verifier.verify(request.headers.get("authorization"))
+    require(can_manage_keys(principal.roles), "rotating the signing key")
+    return principal
 
 
-@router.post(
-    "/clients", status_code=201, summary="Create a client; its secret is returned only here"
-)
-def create_client(body: ClientCreate, gw: GatewayDep, _: Admin) -> ClientCreated:
-    secret = secrets.token_urlsafe(32)
-    try:
-        gw.store.add_client(body.client_id, hash_secret(secret), body.roles)
-    except ClientExists:
-        raise Conflict(
-            f"client '{body.client_id}' already exists; pick another id or delete it first"
-        ) from None
-    return ClientCreated(client_id=body.client_id, client_secret=secret, roles=body.roles)
-
-
-@router.get("/clients", summary="List clients (never their secrets)")
-def list_clients(gw: GatewayDep, _: Admin) -> list[ClientPublic]:
-    return [_public(r) for r in gw.store.list_clients()]
-
-
-@router.delete(
-    "/clients/{client_id}",
-    status_code=204,
-    summary="Delete a client; tokens it already holds expire within their lifetime",
-)
-def delete_client(client_id: str, gw: GatewayDep, _: Admin) -> Response:
-    if not gw.store.delete_client(client_id):
-        raise NotFound(f"client '{client_id}' does not exist; GET /admin/clients lists them")
-    return Response(status_code=204)
+KeyAdmin = Annotated[Principal, Depends(_key_admin)]
 
 
 @router.get(
@@ -100,3 +66,45 @@ async def routing_state(gw: GatewayDep, _: Reader) -> RoutingPublic:
             for name, state in gw.plane.router.describe().items()
         },
     )
+
+
+# -- roles and keys --------------------------------------------------------------------------
+
+
+@router.get("/roles", summary="Every role and what it allows")
+def list_roles(_: Reader) -> list[RolePublic]:
+    roles = [RolePublic(name=n, description=d) for n, d in ROLE_DESCRIPTIONS.items()]
+    return [*roles, RolePublic(name="invoke:<service>", description=INVOKE_ROLE_DESCRIPTION)]
+
+
+def _keys_public(gw: Gateway) -> list[KeyPublic]:
+    return [
+        KeyPublic(kid=p.kid, state=p.state.value, created_at=p.created_at, drop_at=p.drop_at)
+        for p in gw.identity.ring.plans()
+    ]
+
+
+@router.get("/keys", summary="Signing keys: the active one and retired ones still published")
+def list_keys(gw: GatewayDep, _: Reader) -> list[KeyPublic]:
+    return _keys_public(gw)
+
+
+@router.post(
+    "/keys/rotate",
+    summary="Create a new signing key; old keys verify until every token they signed expired",
+)
+def rotate_key(request: Request, gw: GatewayDep, actor: KeyAdmin) -> list[KeyPublic]:
+    before = gw.identity.ring.active.kid
+    try:
+        after = gw.identity.ring.rotate().kid
+    except RotationUnavailable as exc:
+        raise Conflict(f"{exc}; rotation needs a writable key directory") from None
+    gw.audit.record(
+        actor=actor.subject,
+        action="key.rotate",
+        target=f"keys/{after}",
+        request_id=request_id_of(request),
+        before={"active": before},
+        after={"active": after},
+    )
+    return _keys_public(gw)

@@ -20,19 +20,21 @@ from fastapi import FastAPI
 from redis.asyncio import Redis
 
 from aimp_core.app import create_service_app
+from aimp_core.audit import AuditLog
 from aimp_core.db import make_engine
 from aimp_core.events import TOPIC_REQUESTS
 from aimp_core.kafka import EventPublisher, ensure_topics
 from aimp_core.ratelimit.policies import LimitFields
 from aimp_core.registry_client import EurekaClient, Instance
-from aimp_gateway import admin_api, api, throttle_admin
+from aimp_gateway import admin_api, api, config_api, fuse_api, identity_api, throttle_admin
 from aimp_gateway.asgi import GatewayApp
+from aimp_gateway.auth_wiring import build_identity
 from aimp_gateway.backflow import build_sampler
 from aimp_gateway.bootstrap import apply_credentials
+from aimp_gateway.config_store import ConfigStore
+from aimp_gateway.config_sync import ConfigCenter, ConfigFollower, load_snapshot
 from aimp_gateway.credentials import load_credentials
 from aimp_gateway.discovery import Discovery
-from aimp_gateway.keys import load_or_create
-from aimp_gateway.oauth import TokenEndpoint
 from aimp_gateway.outlier import OutlierPolicy
 from aimp_gateway.policy import LiveConfig
 from aimp_gateway.proxy import DataPlane
@@ -41,7 +43,6 @@ from aimp_gateway.settings import GatewaySettings
 from aimp_gateway.state import Gateway
 from aimp_gateway.store import Store
 from aimp_gateway.throttle import Throttle, make_redis
-from aimp_gateway.tokens import TokenIssuer, TokenVerifier
 from aimp_gateway.upstream import Upstream, tcp_accepts
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def build_router(settings: GatewaySettings) -> Router:
     async def probe(instance: Instance) -> bool:
         return await tcp_accepts(instance.ip, instance.port, timeout_s=timeout_s)
 
-    return Router(policy, probe=probe)
+    return Router(policy, probe=probe, zone=settings.gateway_zone)
 
 
 def build_throttle(settings: GatewaySettings, redis: Redis) -> Throttle:
@@ -100,18 +101,14 @@ def build_throttle(settings: GatewaySettings, redis: Redis) -> Throttle:
 def build_app(settings: GatewaySettings) -> GatewayApp:
     """The gateway's ASGI app; raises ``StartupRefused`` on unsafe or broken credentials."""
     creds = load_credentials(settings.credentials_path)
-    key = load_or_create(settings.signing_key_path)
     store = Store(make_engine(settings.sql_url("gateway")))
     store.create_tables()
     apply_credentials(store, creds)
 
-    issuer = TokenIssuer(
-        key, issuer=settings.token_issuer, ttl_s=settings.gateway_access_token_ttl_s
-    )
-    verifier = TokenVerifier(
-        key.key_set, issuer=settings.token_issuer, cache_size=settings.gateway_token_cache_size
-    )
     redis = make_redis(settings.redis_url, socket_timeout_s=settings.gateway_redis_socket_timeout_s)
+    # -- identity (keys, tokens, revocation, lockout, external IdP): auth_wiring.py --
+    identity = build_identity(settings, store, redis)
+    verifier = identity.verifier
     throttle = build_throttle(settings, redis)
     throttle_forward = throttle_admin.ThrottleAdmin(
         settings.throttle_base_url, timeout_s=settings.http_timeout_s
@@ -130,6 +127,8 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         total_timeout_s=settings.gateway_upstream_total_timeout_s,
         max_connections=settings.gateway_upstream_max_connections,
         keepalive_s=settings.gateway_upstream_keepalive_s,
+        stream_threshold_bytes=settings.gateway_stream_threshold_bytes,
+        stream_idle_timeout_s=settings.gateway_stream_idle_timeout_s,
     )
     # Events outlive a Kafka outage and a gateway crash during one: they spool to disk.
     publisher = EventPublisher(
@@ -137,7 +136,17 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         spool_dir=settings.home / "spool" / f"gateway-{settings.gateway_port}",
     )
     backflow = build_sampler(settings, publisher)
-    live = LiveConfig()
+    # The config center: versions in the gateway's SQL database, loaded now, followed live.
+    config_store = ConfigStore(store.engine)
+    config_store.create_tables()
+    live = LiveConfig(load_snapshot(config_store))
+    follower = ConfigFollower(
+        redis,
+        config_store,
+        live,
+        poll_s=settings.gateway_config_poll_s,
+        sql_poll_s=settings.gateway_config_sql_poll_s,
+    )
     plane = DataPlane(
         verifier=verifier,
         throttle=throttle,
@@ -145,6 +154,7 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         upstream=upstream,
         publisher=publisher,
         max_body_bytes=settings.gateway_max_body_bytes,
+        body_timeout_s=settings.gateway_body_timeout_s,
         instance_header=settings.gateway_instance_header,
         backflow=backflow,
         config=live,
@@ -159,6 +169,8 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         router.start()
         await discovery.start(wait_s=settings.gateway_registry_start_wait_s)
         await throttle.start()
+        await identity.start()
+        await follower.start()
         # Everything built so far lives as long as the process: keep it out of the
         # garbage collector's full passes (~0.1 s each with FastAPI, pydantic and
         # SQLAlchemy loaded), which otherwise show up as p99 spikes under load.
@@ -175,6 +187,8 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
             await upstream.close()
             await backflow.stop()
             await publisher.stop(flush_timeout_s=settings.graceful_shutdown_s / 2)
+            await follower.stop()
+            await identity.stop()
             await throttle.stop()
             await throttle_forward.aclose()
             await redis.aclose()
@@ -188,14 +202,19 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
     )
     app.state.gateway = Gateway(
         settings=settings,
-        key=key,
         store=store,
-        token_endpoint=TokenEndpoint(store, issuer),
+        token_endpoint=identity.endpoint,
         plane=plane,
         discovery=discovery,
+        identity=identity,
+        audit=AuditLog(publisher),
     )
     app.include_router(api.router)
     app.include_router(admin_api.router)
+    app.include_router(fuse_api.router)
+    app.include_router(identity_api.router)
     app.state.throttle_admin = throttle_forward
+    app.state.config_center = ConfigCenter(config_store, redis, follower)
+    app.include_router(config_api.router)
     app.include_router(throttle_admin.router)
     return GatewayApp(app, plane, service=SERVICE)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from aimp_core.auth import ROLE_ADMIN, is_valid_role
+from aimp_core.auth import ROLE_ADMIN, ROLE_DESCRIPTIONS, is_valid_role
 
 #: Shorter admin passwords are refused; 12 characters resist online guessing.
 MIN_ADMIN_PASSWORD_LEN = 12
@@ -66,7 +66,8 @@ class ClientCredential(BaseModel):
     def _known_roles(cls, roles: list[str]) -> list[str]:
         bad = [r for r in roles if not is_valid_role(r)]
         if bad:
-            raise ValueError(f"unknown role(s) {bad}; use admin, operator, invoker, invoke:<svc>")
+            known = ", ".join(ROLE_DESCRIPTIONS)
+            raise ValueError(f"unknown role(s) {bad}; use {known} or invoke:<svc>")
         return roles
 
 

@@ -4,16 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aimp_gateway.policy import Route
+from aimp_gateway.routes import rewrite
+
 OIP_PREFIX = "/v2/models/"
 SVC_PREFIX = "/svc/"
 
 
 @dataclass(frozen=True)
 class Call:
-    """A data-plane call: Open Inference Protocol (``oip``) or generic, to service ``name``."""
+    """A data-plane call: Open Inference Protocol (``oip``) or generic, to service ``name``.
+
+    A call through a configured route carries the ``route`` (its timeout applies) and
+    ``path``, the raw path to forward (already rewritten).
+    """
 
     oip: bool
     name: str
+    route: Route | None = None
+    path: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,14 +47,22 @@ def data_plane_call(path: str) -> Call | None:
     return None
 
 
-def upstream_target(raw_path: str, query: str, *, oip: bool) -> str:
+def routed_call(route: Route, path: str, raw_path: str) -> Call:
+    """The call for a request that ``route`` matched (``path`` decoded, ``raw_path`` as sent)."""
+    return Call(False, route.service, route, rewrite(route, path, raw_path))
+
+
+def upstream_target(raw_path: str, query: str, *, oip: bool, routed: str | None = None) -> str:
     """The path and query to request from the instance.
 
     OIP calls keep their path (``/v2/models/m/infer``); ``/svc/{service}/{path}``
-    becomes ``/{path}``. The raw (still percent-encoded) path is used so that
-    the pod sees exactly what the caller sent.
+    becomes ``/{path}``; a routed call goes to ``routed`` (its rewritten path). The
+    raw (still percent-encoded) path is used so that the pod sees exactly what the
+    caller sent.
     """
-    if not oip:
+    if routed is not None:
+        raw_path = routed
+    elif not oip:
         cut = raw_path.find("/", len(SVC_PREFIX))
         raw_path = raw_path[cut:] if cut >= 0 else "/"
     return f"{raw_path}?{query}" if query else raw_path

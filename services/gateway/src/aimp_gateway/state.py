@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from aimp_core.audit import AuditLog
+from aimp_gateway.auth_wiring import Identity
 from aimp_gateway.discovery import Discovery
-from aimp_gateway.keys import SigningKey
 from aimp_gateway.oauth import TokenEndpoint
 from aimp_gateway.proxy import DataPlane
 from aimp_gateway.settings import GatewaySettings
@@ -18,11 +19,14 @@ from aimp_gateway.store import Store
 @dataclass(frozen=True)
 class Gateway:
     settings: GatewaySettings
-    key: SigningKey
     store: Store
     token_endpoint: TokenEndpoint
     plane: DataPlane
     discovery: Discovery
+    #: Keys, verifier, revocation and lockout (:mod:`aimp_gateway.auth_wiring`).
+    identity: Identity
+    #: Admin changes to clients, users and keys become aimp.audit.v1 events.
+    audit: AuditLog
 
 
 def _gateway(request: Request) -> Gateway:

@@ -54,6 +54,10 @@ class ClientExists(Exception):
     """A client with this id is already stored."""
 
 
+class UserExists(Exception):
+    """A user with this name is already stored."""
+
+
 def _client(row: ClientRow) -> ClientRecord:
     created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
     return ClientRecord(row.client_id, row.secret_hash, tuple(row.roles), created, row.disabled)
@@ -114,6 +118,21 @@ class Store:
                 row.secret_hash, row.roles, row.disabled = secret_hash, list(roles), False
             s.commit()
 
+    def update_client(
+        self, client_id: str, *, roles: list[str] | None = None, disabled: bool | None = None
+    ) -> ClientRecord | None:
+        """Change a client's roles and/or disabled flag; None when it does not exist."""
+        with Session(self.engine) as s:
+            row = s.scalar(select(ClientRow).where(ClientRow.client_id == client_id))
+            if row is None:
+                return None
+            if roles is not None:
+                row.roles = list(roles)
+            if disabled is not None:
+                row.disabled = disabled
+            s.commit()
+            return _client(row)
+
     def delete_client(self, client_id: str) -> bool:
         with Session(self.engine) as s:
             deleted = s.execute(delete(ClientRow).where(ClientRow.client_id == client_id))
@@ -126,6 +145,42 @@ class Store:
         with Session(self.engine) as s:
             row = s.scalar(select(UserRow).where(UserRow.username == username))
             return UserRecord(row.username, row.password_hash, tuple(row.roles)) if row else None
+
+    def list_users(self) -> list[UserRecord]:
+        with Session(self.engine) as s:
+            rows = s.scalars(select(UserRow).order_by(UserRow.username))
+            return [UserRecord(r.username, r.password_hash, tuple(r.roles)) for r in rows]
+
+    def add_user(self, username: str, password_hash: str, roles: list[str]) -> UserRecord:
+        """Insert a new user; :class:`UserExists` if the name is taken."""
+        with Session(self.engine) as s:
+            s.add(UserRow(username=username, password_hash=password_hash, roles=list(roles)))
+            try:
+                s.commit()
+            except IntegrityError:
+                raise UserExists(username) from None
+        return UserRecord(username, password_hash, tuple(roles))
+
+    def update_user(
+        self, username: str, *, roles: list[str] | None = None, password_hash: str | None = None
+    ) -> UserRecord | None:
+        """Change a user's roles and/or password hash; None when the user does not exist."""
+        with Session(self.engine) as s:
+            row = s.scalar(select(UserRow).where(UserRow.username == username))
+            if row is None:
+                return None
+            if roles is not None:
+                row.roles = list(roles)
+            if password_hash is not None:
+                row.password_hash = password_hash
+            s.commit()
+            return UserRecord(row.username, row.password_hash, tuple(row.roles))
+
+    def delete_user(self, username: str) -> bool:
+        with Session(self.engine) as s:
+            deleted = s.execute(delete(UserRow).where(UserRow.username == username))
+            s.commit()
+            return bool(getattr(deleted, "rowcount", 0))
 
     def put_user(self, username: str, password_hash: str, roles: list[str]) -> None:
         with Session(self.engine) as s:

@@ -10,6 +10,7 @@ unchanged, and passes the answer back (problem+json errors included).
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 import httpx
 from fastapi import APIRouter, Depends, Request
@@ -39,7 +40,8 @@ class ThrottleAdmin:
         try:
             answer = await self.client.request(
                 request.method,
-                f"{PREFIX}/{path}",
+                # Re-encoded: the decoded path may hold characters a URL cannot carry.
+                f"{PREFIX}/{quote(path, safe='/')}",
                 params=list(request.query_params.multi_items()),
                 content=await request.body(),
                 headers=headers,

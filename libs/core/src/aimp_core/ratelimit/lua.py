@@ -3,8 +3,10 @@
 Redis runs a script to completion before any other command, so one
 ``EVALSHA`` of :data:`CHECK` reads every limit's state, decides, and writes
 all of them (or none) with no other gateway in between: exact under any
-concurrency, in one round trip. The clock is Redis's ``TIME``, shared by every
-caller. Every key a script touches is passed in ``KEYS``.
+concurrency, in one round trip. :data:`CHECK_MANY` runs the same decision for
+several calls one after another in one script call (the limiter's micro-batch).
+The clock is Redis's ``TIME``, shared by every caller. Every key a script
+touches is passed in ``KEYS``.
 
 Numbers are Lua doubles: every value here stays below 2**53 (see
 :data:`aimp_core.ratelimit.limits.MIN_RATE_PER_S`), so they are exact, and
@@ -65,19 +67,13 @@ local function left(cap, used)
 end
 """
 
-#: KEYS: per limit its state hash, then its lease set when it caps concurrency.
-#: ARGV: now_us (0: Redis TIME; tests pass a clock), lease id, lease ttl_us, the
-#: number of limits, then 8 numbers per limit (LimitSpec.argv()).
-#: Returns {allowed, failed (1-based, 0: none), kind, retry_after_us, now_us} and,
-#: per limit, {rate_remaining, rate_wait_us, day_remaining, month_remaining,
-#: concurrency_remaining} (-1: no such limit), as Decision.as_reply().
-CHECK = (
-    _PRELUDE
-    + """
-local now = clock(ARGV[1])
-local lease_id = ARGV[2]
-local lease_ttl = tonumber(ARGV[3])
-local n = tonumber(ARGV[4])
+#: The decision of one call over K (its keys) and A (its arguments), as CHECK lays them out.
+_CHECK_FUNCTION = (
+    "local function check(K, A)\n"
+    + """local now = clock(A[1])
+local lease_id = A[2]
+local lease_ttl = tonumber(A[3])
+local n = tonumber(A[4])
 local day, month, day_end, month_end = periods(now)
 local ev = {}
 local failed, fkind, fretry = 0, 0, 0
@@ -85,15 +81,15 @@ local k = 1
 for i = 1, n do
   local a = 4 + (i - 1) * 8
   local e = {
-    interval = tonumber(ARGV[a + 1]), burst = tonumber(ARGV[a + 2]),
-    warmup = tonumber(ARGV[a + 3]), cold = tonumber(ARGV[a + 4]),
-    epoch = tonumber(ARGV[a + 5]), qd = tonumber(ARGV[a + 6]),
-    qm = tonumber(ARGV[a + 7]), conc = tonumber(ARGV[a + 8]),
-    skey = KEYS[k], fits = true, kind = 0, retry = 0,
+    interval = tonumber(A[a + 1]), burst = tonumber(A[a + 2]),
+    warmup = tonumber(A[a + 3]), cold = tonumber(A[a + 4]),
+    epoch = tonumber(A[a + 5]), qd = tonumber(A[a + 6]),
+    qm = tonumber(A[a + 7]), conc = tonumber(A[a + 8]),
+    skey = K[k], fits = true, kind = 0, retry = 0,
     rrem = -1, rwait = 0, inflight = 0
   }
   k = k + 1
-  if e.conc > 0 then e.lkey = KEYS[k]; k = k + 1 end
+  if e.conc > 0 then e.lkey = K[k]; k = k + 1 end
   local st = redis.call('HMGET', e.skey, 'tat', 'ws', 'la', 'dp', 'dc', 'mp', 'mc')
   local function fail(kind, retry)
     e.fits = false
@@ -185,6 +181,38 @@ for i = 1, n do
   table.insert(out, left(e.qd, e.dc + used))
   table.insert(out, left(e.qm, e.mc + used))
   table.insert(out, left(e.conc, e.inflight + used))
+end
+return out
+end
+"""
+)
+
+#: KEYS: per limit its state hash, then its lease set when it caps concurrency.
+#: ARGV: now_us (0: Redis TIME; tests pass a clock), lease id, lease ttl_us, the
+#: number of limits, then 8 numbers per limit (LimitSpec.argv()).
+#: Returns {allowed, failed (1-based, 0: none), kind, retry_after_us, now_us} and,
+#: per limit, {rate_remaining, rate_wait_us, day_remaining, month_remaining,
+#: concurrency_remaining} (-1: no such limit), as Decision.as_reply().
+CHECK = _PRELUDE + _CHECK_FUNCTION + "return check(KEYS, ARGV)\n"
+
+#: Several calls' checks in one script call, decided one after another exactly as if each
+#: were its own CHECK (nothing runs between them): ARGV[1] = the number of checks m, then
+#: per check its key count and argument count, then every check's CHECK arguments in
+#: order; KEYS: every check's CHECK keys in order. Returns one CHECK reply per check.
+CHECK_MANY = (
+    _PRELUDE
+    + _CHECK_FUNCTION
+    + """
+local m = tonumber(ARGV[1])
+local out = {}
+local kpos, apos = 0, 1 + 2 * m
+for j = 1, m do
+  local nk, na = tonumber(ARGV[2 * j]), tonumber(ARGV[2 * j + 1])
+  local K, A = {}, {}
+  for i = 1, nk do K[i] = KEYS[kpos + i] end
+  for i = 1, na do A[i] = ARGV[apos + i] end
+  kpos, apos = kpos + nk, apos + na
+  out[j] = check(K, A)
 end
 return out
 """
