@@ -87,7 +87,7 @@ def test_unfitted_model_is_rejected() -> None:
 
 def test_unknown_framework_and_missing_file(tmp_path: Path, iris_model: Path) -> None:
     """load_adapter names the supported frameworks and the missing file."""
-    with pytest.raises(ValueError, match="supported: onnx, sklearn"):
+    with pytest.raises(ValueError, match="supported: onnx, python, sklearn"):
         load_adapter(iris_model, "tensorflow")
     with pytest.raises(FileNotFoundError, match=r"nope\.joblib"):
         load_adapter(tmp_path / "nope.joblib")
@@ -105,7 +105,9 @@ def test_framework_from_extension(name: str, framework: str) -> None:
 @pytest.mark.parametrize("name", ["model.bin", "model", "model.onnx.gz"])
 def test_unknown_extension_says_what_to_do(name: str) -> None:
     """Any other extension is refused with the known ones and the --framework way out."""
-    with pytest.raises(ValueError, match=r"\.joblib \(sklearn\).*--framework onnx\|sklearn"):
+    with pytest.raises(
+        ValueError, match=r"\.joblib \(sklearn\).*--framework onnx\|python\|sklearn"
+    ):
         framework_for(Path(name))
 
 

@@ -119,7 +119,11 @@ async def test_runtimes_say_which_can_run_here(api: httpx.AsyncClient, dc_keys: 
     assert resp.status_code == 200
     by_name = {r["name"]: r for r in resp.json()["runtimes"]}
     assert list(by_name) == ["triton", "cpp", "java"]
-    assert by_name["triton"]["available"] and by_name["triton"]["frameworks"] == ["sklearn", "onnx"]
+    assert by_name["triton"]["available"] and by_name["triton"]["frameworks"] == [
+        "sklearn",
+        "onnx",
+        "python",
+    ]
     cpp = by_name["cpp"]
     assert not cpp["available"] and cpp["command"] is None
     assert "AIMP_DEPLOY_CONTROL_CPP_POD_COMMAND" in cpp["detail"] and "make native" in cpp["detail"]

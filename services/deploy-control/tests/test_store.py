@@ -20,7 +20,8 @@ CREATE TABLE deployments (
 
 
 def test_a_database_from_the_previous_version_loads(tmp_path: Path) -> None:
-    """Rows written before runtimes existed load as runtime 'triton' and stay writable."""
+    """Rows written before runtimes and model versions existed load as runtime 'triton'
+    serving their model_file, and stay writable."""
     db = tmp_path / "deploy_control.db"
     with sqlite3.connect(db) as conn:
         conn.execute(V1_SCHEMA)
@@ -38,12 +39,17 @@ def test_a_database_from_the_previous_version_loads(tmp_path: Path) -> None:
         "model_file": "/m/iris.joblib",
         "runtime": "triton",
         "framework": "sklearn",
+        "model": None,
+        "model_version": None,
     }
     new = store.add("fraud", "/m/fraud.joblib", "sklearn", "java", 1)
     assert store.get("fraud") == new and new.runtime == "java"
     scaled = store.set_replicas("iris", 0)
     assert scaled is not None and scaled.replicas == 0 and scaled.updated_at > old.updated_at
     assert store.set_replicas("ghost", 1) is None
+    served = store.add("churn", "", "onnx", "triton", 1, ("churn", 3))
+    assert (served.model, served.model_version) == ("churn", 3)
+    assert store.get("churn") == served
     store.engine.dispose()
 
 

@@ -1,9 +1,10 @@
 """The model adapter interface: one small seam between model formats and Triton.
 
-A format (scikit-learn, ONNX) implements :class:`ModelAdapter`: it names its
-input and output tensors, says whether its first dimension is a batch, and turns
-named input arrays into named output arrays. The Triton binding in
-:mod:`aimp_inference.triton_pod` only ever talks to this interface.
+A format (scikit-learn, ONNX, a custom Python handler) implements
+:class:`ModelAdapter`: it names its input and output tensors, says whether its
+first dimension is a batch, and turns named input arrays into named output
+arrays. The Triton binding in :mod:`aimp_inference.triton_pod` only ever talks
+to this interface.
 """
 
 from __future__ import annotations
@@ -88,11 +89,26 @@ def _load_onnx(path: Path) -> ModelAdapter:
     return OnnxAdapter.load(path)
 
 
+def _load_python(path: Path) -> ModelAdapter:
+    from aimp_inference.python_adapter import PythonAdapter
+
+    return PythonAdapter.load(path)
+
+
 #: Model formats this runtime can load, by the name deploy-control stores.
-LOADERS: dict[str, Loader] = {"sklearn": _load_sklearn, "onnx": _load_onnx}
+LOADERS: dict[str, Loader] = {
+    "sklearn": _load_sklearn,
+    "onnx": _load_onnx,
+    "python": _load_python,
+}
 
 #: The framework a model file's extension implies when none is named.
-FRAMEWORK_BY_SUFFIX: dict[str, str] = {".joblib": "sklearn", ".pkl": "sklearn", ".onnx": "onnx"}
+FRAMEWORK_BY_SUFFIX: dict[str, str] = {
+    ".joblib": "sklearn",
+    ".pkl": "sklearn",
+    ".onnx": "onnx",
+    ".py": "python",
+}
 
 
 def framework_for(path: Path) -> str:

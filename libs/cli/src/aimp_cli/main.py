@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from aimp_cli import backflow, platform, supervisor
+from aimp_cli import backflow, deploy, platform, supervisor
 from aimp_cli.home import Home, ensure_credentials
 from aimp_cli.stack import NATIVE_PODS, Ports, native_pod_commands, repo_root, service_env
 from aimp_core.settings import CoreSettings
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(func=cmd_status)
     backflow.add_parser(sub)
+    deploy.add_parser(sub)
     args = parser.parse_args(argv)
     sys.exit(args.func(args))
 

@@ -14,7 +14,13 @@ from aimp_core.auth import JwksVerifier
 from aimp_core.db import make_engine
 from aimp_deploy_control.api import Verifier, router
 from aimp_deploy_control.backend import PodBackend
-from aimp_deploy_control.local_backend import LocalProcessBackend
+from aimp_deploy_control.backends import make_backend, make_inventory
+from aimp_deploy_control.inventory_api import router as inventory_router
+from aimp_deploy_control.logs_api import router as logs_router
+from aimp_deploy_control.model_api import router as model_router
+from aimp_deploy_control.model_db import ModelDB
+from aimp_deploy_control.model_store import ModelStore
+from aimp_deploy_control.models import ModelRegistry
 from aimp_deploy_control.rollout import RolloutRunner, UpProbe
 from aimp_deploy_control.service import Deployments
 from aimp_deploy_control.settings import DeployControlSettings
@@ -30,7 +36,7 @@ def create_app(
     backend: PodBackend | None = None,
 ) -> FastAPI:
     store = DeploymentStore(make_engine(settings.sql_url(SERVICE)))
-    backend = backend or LocalProcessBackend(settings)
+    backend = backend or make_backend(settings)
     probe = UpProbe(settings.registry_url, timeout_s=settings.http_timeout_s)
     runner = RolloutRunner(
         backend,
@@ -38,7 +44,12 @@ def create_app(
         ready_timeout_s=settings.deploy_control_rollout_ready_timeout_s,
         poll_interval_s=settings.deploy_control_rollout_poll_interval_s,
     )
-    deployments = Deployments(store, backend, settings, runner)
+    models = ModelRegistry(
+        ModelDB(store.engine),
+        ModelStore(settings.model_store_url, settings.model_cache_dir),
+        settings,
+    )
+    deployments = Deployments(store, backend, settings, runner, models)
 
     def ping_db() -> None:
         with store.engine.connect() as conn:
@@ -67,8 +78,13 @@ def create_app(
         description="Deploys model files as services and runs their pods.",
     )
     app.state.deployments = deployments
+    app.state.models = models
+    app.state.inventory = make_inventory(backend)
     app.state.verifier = verifier or JwksVerifier(
         settings.jwks_url, issuer=settings.token_issuer, timeout_s=settings.http_timeout_s
     )
     app.include_router(router)
+    app.include_router(model_router)
+    app.include_router(inventory_router)
+    app.include_router(logs_router)
     return app

@@ -7,6 +7,10 @@ Every process leads its own process group (so stopping it also stops Triton's
 children), writes to its own log file and has a pid file. A supervisor task
 notices crashes, restarts the dead process after an exponential backoff, and
 marks a pod RUNNING once its sidecar answers ready.
+
+Each start of a pod's server is measured by phase (coldstart.py, coldstart_watch.py)
+and shown as the pod's ``cold_start``; its logs are read from the files
+(pod_logs.py): the last lines, or followed live.
 """
 
 from __future__ import annotations
@@ -17,16 +21,21 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
-from aimp_core.errors import AimpError
+from aimp_core.errors import AimpError, NotFound
 from aimp_core.net import free_port
-from aimp_deploy_control import processes, runtimes
+from aimp_deploy_control import coldstart, pod_logs, processes, runtimes
 from aimp_deploy_control.backend import PodInfo, PodSpec, ProcessInfo
+from aimp_deploy_control.coldstart import ColdStartMarks, Mark
+from aimp_deploy_control.coldstart_watch import ColdStartWatcher
 from aimp_deploy_control.lifecycle import PodState, restart_delay_s, transition
+from aimp_deploy_control.observe_settings import PodObserveSettings
 from aimp_deploy_control.settings import DeployControlSettings
 
 log = logging.getLogger(__name__)
@@ -88,6 +97,10 @@ class LocalPod:
     state: PodState = PodState.PENDING
     restart_at: float = 0.0
     last_error: str | None = None
+    #: The latest start of its server, measured by phase.
+    cold: ColdStartMarks | None = None
+    #: The task probing that start's progress (coldstart_watch.py).
+    watch: asyncio.Task[None] | None = None
 
     def move(self, target: PodState) -> None:
         previous = self.state
@@ -106,17 +119,23 @@ class LocalPod:
             restarts=sum(p.restarts for p in self.procs.values()),
             last_error=self.last_error,
             processes=[p.info() for p in self.procs.values()],
+            cold_start=coldstart.phases(self.cold) if self.cold is not None else None,
+            revision=self.spec.revision,
         )
 
 
 class LocalProcessBackend:
     """Runs pods as local processes (the default backend; Kubernetes comes later)."""
 
-    def __init__(self, settings: DeployControlSettings) -> None:
+    def __init__(
+        self, settings: DeployControlSettings, observe: PodObserveSettings | None = None
+    ) -> None:
         self.settings = settings
+        self.observe = observe or PodObserveSettings()
         self._pods: dict[str, LocalPod] = {}
         self._http = httpx.AsyncClient(timeout=READY_PROBE_TIMEOUT_S)
         self._task: asyncio.Task[None] | None = None
+        self._watcher = ColdStartWatcher(settings.registry_url, self.observe)
 
     # -- PodBackend -----------------------------------------------------------------------
 
@@ -134,12 +153,12 @@ class LocalProcessBackend:
         pod = self._build(spec)
         pod.move(PodState.STARTING)
         try:
-            for proc in pod.procs.values():
-                proc.spawn()
+            self._spawn(pod, pod.procs.values())
         except PodStartFailed:
             await self._stop(pod)
             raise
         self._pods[spec.pod_id] = pod
+        self._watch(pod)
         return pod.info()
 
     async def stop_pod(self, pod_id: str) -> None:
@@ -155,12 +174,54 @@ class LocalProcessBackend:
             if deployment is None or p.spec.deployment == deployment
         ]
 
+    async def remove(self, deployment: str) -> None:
+        await asyncio.gather(*(self.stop_pod(p.pod_id) for p in self.pods(deployment)))
+
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await asyncio.gather(*(self.stop_pod(pod_id) for pod_id in list(self._pods)))
         await self._http.aclose()
+        await self._watcher.aclose()
+
+    # -- PodLogs ------------------------------------------------------------------------------
+
+    async def logs(
+        self,
+        pod_id: str,
+        *,
+        sidecar: bool = False,
+        tail_lines: int | None = None,
+        follow: bool = False,
+    ) -> AsyncIterator[bytes]:
+        """The pod's server (or sidecar) log file: its last ``tail_lines`` lines (at most
+        AIMP_DEPLOY_CONTROL_LOG_TAIL_MAX_LINES; that many when None), then with ``follow``
+        each new line as it is written, until the pod stops or the consumer does."""
+        pod = self._pods.get(pod_id)
+        if pod is None:
+            raise NotFound(f"no pod {pod_id!r} runs here: GET /v1/pods lists the pods")
+        o = self.observe
+        path = pod.procs["sidecar" if sidecar else pod.server_role].log_file
+        lines = (
+            o.log_tail_max_lines if tail_lines is None else min(tail_lines, o.log_tail_max_lines)
+        )
+        tail = await asyncio.to_thread(
+            pod_logs.tail_file, path, lines, max_line_bytes=o.log_line_max_bytes
+        )
+        if not follow:
+            yield tail.text()
+            return
+        if tail.lines:
+            yield b"".join(line + b"\n" for line in tail.lines)
+        async for line in pod_logs.follow_file(
+            path,
+            tail.end,
+            max_line_bytes=o.log_line_max_bytes,
+            poll_interval_s=o.log_follow_poll_interval_s,
+            until=lambda: self._pods.get(pod_id) is not pod,
+        ):
+            yield line + b"\n"
 
     # -- building and stopping ----------------------------------------------------------
 
@@ -191,7 +252,7 @@ class LocalProcessBackend:
             "AIMP_SIDECAR_SERVICE": spec.deployment,
             "AIMP_SIDECAR_MODEL": spec.deployment,
             "AIMP_SIDECAR_RUNTIME": spec.runtime,
-            "AIMP_SIDECAR_REVISION": "1",
+            "AIMP_SIDECAR_REVISION": spec.revision,
         }
 
         def proc(role: str, argv: list[str], env: dict[str, str]) -> Proc:
@@ -213,11 +274,34 @@ class LocalProcessBackend:
             },
         )
 
+    def _spawn(self, pod: LocalPod, procs: Iterable[Proc]) -> None:
+        """Start ``procs``; a start of the server begins a new cold start."""
+        server = pod.procs[pod.server_role]
+        for proc in procs:
+            if proc is server:
+                pod.cold = coldstart.begin(time.monotonic(), datetime.now(UTC))
+            proc.spawn()
+            if proc is server and pod.cold is not None:
+                pod.cold = coldstart.record(pod.cold, Mark.PROCESS_STARTED, proc.started_at)
+
+    def _watch(self, pod: LocalPod) -> None:
+        """Follow the pod's latest cold start (instead of an earlier one)."""
+        if pod.watch is not None:
+            pod.watch.cancel()
+        pod.watch = asyncio.create_task(
+            self._watcher.run(pod), name=f"cold-start-{pod.spec.pod_id}"
+        )
+
     async def _stop(self, pod: LocalPod) -> None:
         """Sidecar first (it leaves the registry and drains), then the inference server."""
         if pod.state in (PodState.STOPPING, PodState.STOPPED):
             return
         pod.move(PodState.STOPPING)
+        if pod.watch is not None:
+            pod.watch.cancel()
+            await asyncio.gather(pod.watch, return_exceptions=True)
+        if pod.cold is not None:
+            pod.cold = coldstart.abandon(pod.cold, "the pod was stopped")
         timeouts = {
             "sidecar": self.settings.sidecar_stop_timeout_s,
             pod.server_role: self.settings.pod_stop_timeout_s,
@@ -253,18 +337,17 @@ class LocalProcessBackend:
         now = time.monotonic()
         self._record_exits(pod, now)
         if pod.state == PodState.CRASHED and now >= pod.restart_at:
-            for proc in pod.procs.values():
-                if not proc.alive:
-                    proc.restarts += 1
-                    proc.spawn()
-                    log.info(
-                        "process restarted",
-                        extra={
-                            "pod": pod.spec.pod_id,
-                            "role": proc.role,
-                            "restarts": proc.restarts,
-                        },
-                    )
+            dead = [proc for proc in pod.procs.values() if not proc.alive]
+            for proc in dead:
+                proc.restarts += 1
+            self._spawn(pod, dead)
+            for proc in dead:
+                log.info(
+                    "process restarted",
+                    extra={"pod": pod.spec.pod_id, "role": proc.role, "restarts": proc.restarts},
+                )
+            if any(proc is pod.procs[pod.server_role] for proc in dead):
+                self._watch(pod)
             pod.move(PodState.STARTING)
         if pod.state == PodState.STARTING:
             ready = await self._ready(pod)
@@ -291,6 +374,8 @@ class LocalProcessBackend:
                 max_s=s.restart_backoff_max_s,
             )
             pod.last_error = f"{proc.role} exited with code {proc.exit_code}; see {proc.log_file}"
+            if proc.role == pod.server_role and pod.cold is not None:
+                pod.cold = coldstart.abandon(pod.cold, pod.last_error)
             log.warning(
                 "process crashed",
                 extra={

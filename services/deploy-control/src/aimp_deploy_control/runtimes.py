@@ -16,10 +16,11 @@ from aimp_core.errors import BadRequest
 from aimp_deploy_control.settings import DeployControlSettings
 
 TRITON, CPP, JAVA = "triton", "cpp", "java"
-SKLEARN, ONNX = "sklearn", "onnx"
+SKLEARN, ONNX, PYTHON = "sklearn", "onnx", "python"
 FRAMEWORKS: dict[str, str] = {
     SKLEARN: "a scikit-learn model saved with joblib",
     ONNX: "an ONNX model, runtime 'triton' only",
+    PYTHON: "a custom Python handler uploaded with its schema, runtime 'triton' only",
 }
 
 
@@ -34,7 +35,7 @@ class Runtime:
 
 
 RUNTIMES: dict[str, Runtime] = {
-    TRITON: Runtime(TRITON, (SKLEARN, ONNX), False, "AIMP_POD_COMMAND"),
+    TRITON: Runtime(TRITON, (SKLEARN, ONNX, PYTHON), False, "AIMP_POD_COMMAND"),
     CPP: Runtime(CPP, (SKLEARN,), True, "AIMP_DEPLOY_CONTROL_CPP_POD_COMMAND"),
     JAVA: Runtime(JAVA, (SKLEARN,), True, "AIMP_DEPLOY_CONTROL_JAVA_POD_COMMAND"),
 }

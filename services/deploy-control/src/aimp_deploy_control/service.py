@@ -18,16 +18,26 @@ from pathlib import Path
 from aimp_core.errors import AimpError, BadRequest, Conflict, NotFound
 from aimp_deploy_control import portable, runtimes
 from aimp_deploy_control.backend import PodBackend, PodInfo, PodSpec
+from aimp_deploy_control.inventory import Demand, Inventory
 from aimp_deploy_control.lifecycle import PodState
+from aimp_deploy_control.model_db import ModelVersion
+from aimp_deploy_control.models import ModelRegistry
 from aimp_deploy_control.plans import plan_rollout, scale_plan
+from aimp_deploy_control.resources import ResourcesSpec
+from aimp_deploy_control.revision_start import RevisionStarter
+from aimp_deploy_control.revision_store import Revision
+from aimp_deploy_control.revisions import RUNS_PODS
 from aimp_deploy_control.rollout import Rollout, RolloutRunner, RolloutState
 from aimp_deploy_control.schemas import (
     DeploymentCreate,
     DeploymentPublic,
     PodPublic,
+    RevisionCreate,
+    RevisionPublic,
     RolloutPublic,
     RuntimePublic,
     ScalePublic,
+    WarmupPublic,
 )
 from aimp_deploy_control.settings import DeployControlSettings
 from aimp_deploy_control.store import Deployment, DeploymentStore, NameTaken
@@ -77,8 +87,10 @@ class Deployments:
         backend: PodBackend,
         settings: DeployControlSettings,
         runner: RolloutRunner,
+        models: ModelRegistry | None = None,
     ) -> None:
         self.store = store
+        self.models = models
         self.backend = backend
         self.settings = settings
         self.max_replicas = settings.max_replicas
@@ -92,8 +104,10 @@ class Deployments:
     def view(self, dep: Deployment) -> DeploymentPublic:
         pods = [pod_public(p) for p in self.backend.pods(dep.name)]
         rollout = self._rollouts.get(dep.name)
+        fields = dataclasses.asdict(dep)
+        fields["model_file"] = dep.model_file or None  # '' for a registered model version
         return DeploymentPublic(
-            **dataclasses.asdict(dep),
+            **fields,
             pods=pods,
             rollout=rollout_public(rollout) if rollout else None,
         )
@@ -113,13 +127,27 @@ class Deployments:
     async def create(self, req: DeploymentCreate) -> tuple[DeploymentPublic, bool]:
         """Store and start a deployment; (view, False) when an identical one exists."""
         name = validate_name(req.name)
-        runtimes.validate_runtime(req.runtime, req.framework)
         replicas = validate_replicas(req.replicas, self.max_replicas)
-        model_file = str(validate_model_file(req.model_file))
+        version = None
+        if req.model is not None:
+            version = await self._version_of(req)
+            framework, model_file = version.framework, ""
+        else:
+            assert req.model_file is not None  # DeploymentCreate requires one of the two
+            framework = req.framework or runtimes.SKLEARN
+            if framework == runtimes.PYTHON:
+                raise BadRequest(
+                    "a custom Python handler needs its schema: upload it with POST "
+                    "/v1/models/{model}/versions and deploy it with 'model' instead of 'model_file'"
+                )
+            model_file = str(validate_model_file(req.model_file))
+        runtimes.validate_runtime(req.runtime, framework)
         requested: dict[str, object] = {
             "model_file": model_file,
             "runtime": req.runtime,
-            "framework": req.framework,
+            "framework": framework,
+            "model": version.model if version else None,
+            "model_version": version.version if version else None,
         }
         async with self._locks[name]:
             existing = await asyncio.to_thread(self.store.get, name)
@@ -135,10 +163,12 @@ class Deployments:
                 return self.view(existing), False
             # A runtime that is missing or a model it cannot load is a 400 before anything
             # is stored.
-            served = await self._served_file(name, model_file, req.runtime)
+            source = await self.models.local_file(version) if version and self.models else None
+            served = await self._served_file(name, str(source or model_file), req.runtime)
+            model = (version.model, version.version) if version else None
             try:
                 dep = await asyncio.to_thread(
-                    self.store.add, name, model_file, req.framework, req.runtime, replicas
+                    self.store.add, name, model_file, framework, req.runtime, replicas, model
                 )
             except NameTaken:
                 raise Conflict(f"deployment {name!r} was just created by another call") from None
@@ -164,7 +194,7 @@ class Deployments:
             served = None
             if scale_plan([p.replica for p in self.backend.pods(name)], replicas).start:
                 # A runtime gone missing is a 400 before anything changes.
-                served = await self._served_file(dep.name, dep.model_file, dep.runtime)
+                served = await self._served_file(dep.name, await self._source(dep), dep.runtime)
             # Stored first: a deploy-control restarted meanwhile restores the new count.
             await asyncio.to_thread(self.store.set_replicas, name, replicas)
             await self._apply(dep, replicas, served)
@@ -178,7 +208,7 @@ class Deployments:
             if self._rolling(name):
                 raise Conflict(self._busy(name, "restart"))
             # Re-exported if the model file changed; a failure here stops nothing.
-            served = await self._served_file(dep.name, dep.model_file, dep.runtime)
+            served = await self._served_file(dep.name, await self._source(dep), dep.runtime)
             states = {p.replica: p.state for p in self.backend.pods(name)}
             ready = {r: states.get(r) == PodState.RUNNING for r in range(dep.replicas)}
             steps = plan_rollout(ready, surge_allowed=dep.replicas < self.max_replicas)
@@ -240,6 +270,30 @@ class Deployments:
             "its progress, try again when its state is no longer 'running'"
         )
 
+    async def _version_of(self, req: DeploymentCreate) -> ModelVersion:
+        if self.models is None:
+            raise BadRequest("this deploy-control has no model registry; give 'model_file'")
+        assert req.model is not None
+        if req.framework is not None:
+            raise BadRequest(
+                f"'framework' goes with 'model_file' only: model {req.model!r} was uploaded "
+                "with its framework; leave 'framework' out"
+            )
+        return await self.models.resolve(req.model, req.version)
+
+    async def _source(self, dep: Deployment) -> str:
+        """The file a deployment serves on this host: its model_file, or its registered
+        version's copy in the local model cache (fetched from the store if absent)."""
+        if dep.model is None or dep.model_version is None:
+            return dep.model_file
+        if self.models is None:
+            raise BadRequest(
+                f"deployment {dep.name!r} serves a registered model, and this "
+                "deploy-control has no model registry"
+            )
+        version = await self.models.resolve(dep.model, dep.model_version)
+        return str(await self.models.local_file(version))
+
     async def _served_file(self, name: str, model_file: str, runtime: str) -> str:
         """What the runtime's server loads: the user's file, or its export (made if stale)."""
         reason = runtimes.unavailable_reason(self.settings, runtime)
@@ -267,7 +321,7 @@ class Deployments:
         plan = scale_plan([p.replica for p in self.backend.pods(dep.name)], replicas)
         if plan.start:
             if served is None:
-                served = await self._served_file(dep.name, dep.model_file, dep.runtime)
+                served = await self._served_file(dep.name, await self._source(dep), dep.runtime)
             spec = self._spec_of(dep, served)
             for replica in plan.start:
                 await self.backend.start_pod(spec(replica))
@@ -275,7 +329,7 @@ class Deployments:
             await self.backend.stop_pod(f"{dep.name}-{replica}")
 
     async def _stop_all(self, name: str) -> None:
-        await asyncio.gather(*(self.backend.stop_pod(p.pod_id) for p in self.backend.pods(name)))
+        await self.backend.remove(name)  # on Kubernetes also deletes the Deployment and Service
 
     def _forget(self, name: str, task: asyncio.Task[None]) -> None:
         if self._tasks.get(name, (None,))[0] is task:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -18,6 +19,9 @@ def _beside_python(command: str) -> list[str]:
 class DeployControlSettings(CoreSettings):
     # -- this service ---------------------------------------------------------------------
     deploy_control_port: int = DEFAULT_PORTS["deploy_control"]
+    #: Where pods run: local processes (a laptop, tests) or a Kubernetes cluster
+    #: (production; its settings are in k8s_settings.py).
+    deploy_control_backend: Literal["local", "kubernetes"] = "local"
 
     # -- local pods -----------------------------------------------------------------------
     #: Command that serves one model file through Triton (argv; flags are appended).
@@ -60,6 +64,17 @@ class DeployControlSettings(CoreSettings):
     #: How often processes are checked; a crash is noticed within this time.
     supervise_interval_s: float = Field(default=0.5, gt=0)
 
+    # -- model registry -------------------------------------------------------------------
+    #: Where model files are stored: an fsspec URL (s3://bucket/prefix with s3fs installed,
+    #: memory://name in tests) or a directory; unset means $AIMP_HOME/models.
+    deploy_control_model_store_url: str | None = None
+    #: Largest model file an upload may carry: 2 GiB covers ONNX's 2 GB protobuf limit, and
+    #: a larger file is more likely a mistake than a model this laptop-sized stack serves.
+    deploy_control_upload_max_bytes: int = Field(default=2 * 1024**3, gt=0)
+    #: Reading an uploaded model's schema (a subprocess that imports scikit-learn or ONNX
+    #: Runtime and loads the file): ~2 s for a small model, a large forest takes longer.
+    deploy_control_inspect_timeout_s: float = Field(default=120.0, gt=0)
+
     # -- stopping -------------------------------------------------------------------------
     #: Wait for a sidecar's drain (20 s by default, plus 1 s grace) before SIGKILL.
     sidecar_stop_timeout_s: float = Field(default=25.0, gt=0)
@@ -82,6 +97,20 @@ class DeployControlSettings(CoreSettings):
     def deployments_dir(self) -> Path:
         """Per-deployment state that is not in SQL, e.g. the exported portable model."""
         return self.home / "deployments"
+
+    @property
+    def model_store_url(self) -> str:
+        return self.deploy_control_model_store_url or str(self.home / "models")
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """Local copies of stored model files, by SHA-256, that pods load."""
+        return self.home / "cache" / "models"
+
+    @property
+    def upload_tmp_dir(self) -> Path:
+        """Uploads in progress (same disk as the cache and the default store)."""
+        return self.home / "tmp" / "uploads"
 
     @property
     def pod_log_dir(self) -> Path:
