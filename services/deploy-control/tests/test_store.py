@@ -6,6 +6,8 @@ import sqlite3
 from pathlib import Path
 
 from aimp_core.db import make_engine
+from aimp_deploy_control.revision_store import RevisionFields
+from aimp_deploy_control.revisions import RevisionState
 from aimp_deploy_control.store import DeploymentStore
 
 #: The table exactly as the first deploy-control created it (no runtime column).
@@ -59,4 +61,50 @@ def test_a_new_database_has_the_runtime_column(tmp_path: Path) -> None:
     store.create_schema()
     store.add("iris", "/m/iris.joblib", "sklearn", "cpp", 3)
     assert [(d.name, d.runtime, d.replicas) for d in store.list()] == [("iris", "cpp", 3)]
+    store.engine.dispose()
+
+
+def test_an_older_deployment_becomes_r1_with_all_traffic(tmp_path: Path) -> None:
+    """A deployment stored before revisions existed gets r1 (serving, 100%, its replicas);
+    a new deployment starts with r1 starting, and later revisions number on from there."""
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(V1_SCHEMA)
+        conn.execute(
+            "INSERT INTO deployments VALUES (1, 'iris', '/m/iris.joblib', 'sklearn', 2, "
+            "'2026-01-01 10:00:00.000000', '2026-01-01 10:00:00.000000')"
+        )
+    store = DeploymentStore(make_engine(f"sqlite:///{db}"))
+    store.create_schema()
+    store.create_schema()  # a second start adds no second r1
+    [r1] = store.revisions("iris")
+    assert (r1.name, r1.state, r1.traffic, r1.replicas, r1.full_seq) == (
+        "r1",
+        RevisionState.SERVING,
+        100,
+        2,
+        1,
+    )
+    store.add("fraud", "/m/f.joblib", "sklearn", "triton", 1, resources={"cpu": 0.5})
+    [first] = store.revisions("fraud")
+    assert (first.state, first.traffic, first.resources) == (
+        RevisionState.STARTING,
+        100,
+        {"cpu": 0.5},
+    )
+    r2 = store.add_revision("fraud", RevisionFields("/m/f2.joblib", "sklearn", "cpp", None, 3))
+    assert (r2.name, r2.traffic, r2.state) == ("r2", 0, RevisionState.STARTING)
+    store.change_revisions(
+        "fraud",
+        traffic={"r1": 0, "r2": 100},
+        states={"r2": RevisionState.SERVING},
+        full_seq={"r2": 2},
+    )
+    dep = store.get("fraud")
+    assert dep is not None and (dep.runtime, dep.replicas, dep.model_file) == (
+        "cpp",
+        3,
+        "/m/f2.joblib",
+    )  # the deployment's own row follows its primary revision
+    assert store.delete("fraud") and store.revisions("fraud") == []
     store.engine.dispose()

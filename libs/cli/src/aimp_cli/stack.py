@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aimp_cli.home import Home
+from aimp_cli.home import Home, deploy_control_client, ensure_credentials
 from aimp_core.settings import DEFAULT_PORTS
 
 
@@ -120,6 +120,12 @@ def service_env(home: Home, ports: Ports, redis_url: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    # deploy-control signs in at the gateway as its own client to set traffic splits.
+    # (aimp up writes credentials.json first; ensure_credentials adds a missing client.)
+    client = deploy_control_client(ensure_credentials(home)) if home.credentials.exists() else None
+    if client is not None:
+        env["AIMP_DEPLOY_CONTROL_CLIENT_ID"] = client["client_id"]
+        env["AIMP_DEPLOY_CONTROL_CLIENT_SECRET"] = client["client_secret"]
     # A laptop runs a handful of pods: with so few, one dead pod already looks like a
     # network partition to Eureka's self-preservation, which would then keep it listed.
     # Eureka's own advice for development is to switch it off; production keeps it on.

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Protocol
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Request, Response
+from pydantic import Field
 
 from aimp_core.auth import Principal, can_operate, can_read_admin, require
+from aimp_deploy_control.releases import Releases
 from aimp_deploy_control.schemas import (
     DeploymentCreate,
     DeploymentList,
     DeploymentPublic,
     PodList,
+    ReleasePublic,
+    RevisionCreate,
     RolloutPublic,
     RuntimeList,
     ScalePublic,
     ScaleUpdate,
 )
-from aimp_deploy_control.service import Deployments, pod_public, runtimes_public
+from aimp_deploy_control.service import Deployments
+from aimp_deploy_control.views import pod_public, runtimes_public
 
 
 class Verifier(Protocol):
@@ -27,6 +32,11 @@ class Verifier(Protocol):
 def get_deployments(request: Request) -> Deployments:
     deployments: Deployments = request.app.state.deployments
     return deployments
+
+
+def get_releases(request: Request) -> Releases:
+    releases: Releases = request.app.state.releases
+    return releases
 
 
 async def get_caller(request: Request) -> Principal:
@@ -45,6 +55,12 @@ async def get_reader(caller: Annotated[Principal, Depends(get_caller)]) -> Princ
 
 
 DeploymentsDep = Annotated[Deployments, Depends(get_deployments)]
+ReleasesDep = Annotated[Releases, Depends(get_releases)]
+#: ``{"r1": 80, "r2": 20}``: percent of calls by revision.
+TrafficSplit = Annotated[
+    dict[Annotated[str, Field(max_length=16)], Annotated[int, Field(ge=0, le=100)]],
+    Body(max_length=64, examples=[{"r1": 80, "r2": 20}]),
+]
 Operator = Annotated[Principal, Depends(get_operator)]
 Reader = Annotated[Principal, Depends(get_reader)]
 
@@ -119,6 +135,52 @@ async def restart_deployment(
     rollout = await deployments.restart(name)
     response.headers["Location"] = f"/v1/deployments/{name}"
     return rollout
+
+
+@router.post(
+    "/deployments/{name}/revisions",
+    status_code=201,
+    summary="Add a revision (a new model version or file) with no traffic; it warms up first",
+    responses={400: {}, 404: {}, 409: {}, 502: {}, 503: {}},
+)
+async def add_revision(
+    name: str, body: RevisionCreate, response: Response, _caller: Operator, releases: ReleasesDep
+) -> ReleasePublic:
+    out = await releases.add_revision(name, body)
+    response.headers["Location"] = f"/v1/deployments/{name}"
+    return out
+
+
+@router.put(
+    "/deployments/{name}/traffic",
+    summary="Split the calls between revisions by percent (e.g. r1 80, r2 20)",
+    responses={400: {}, 404: {}, 409: {}, 502: {}, 503: {}},
+)
+async def set_traffic(
+    name: str, body: TrafficSplit, _caller: Operator, releases: ReleasesDep
+) -> ReleasePublic:
+    return await releases.set_traffic(name, body)
+
+
+@router.post(
+    "/deployments/{name}/revisions/{revision}/promote",
+    summary="Move all calls to a revision, then scale the others to 0",
+    responses={404: {}, 409: {}, 502: {}, 503: {}},
+)
+async def promote_revision(
+    name: str, revision: str, _caller: Operator, releases: ReleasesDep
+) -> ReleasePublic:
+    return await releases.promote(name, revision)
+
+
+@router.post(
+    "/deployments/{name}/rollback",
+    summary="Bring back the previous revision that had all calls, move them to it, scale "
+    "the others to 0",
+    responses={404: {}, 409: {}, 502: {}, 503: {}},
+)
+async def rollback_deployment(name: str, _caller: Operator, releases: ReleasesDep) -> ReleasePublic:
+    return await releases.rollback(name)
 
 
 @router.get("/runtimes", summary="Inference runtimes and whether each can run here")

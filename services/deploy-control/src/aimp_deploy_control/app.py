@@ -16,15 +16,21 @@ from aimp_deploy_control.api import Verifier, router
 from aimp_deploy_control.backend import PodBackend
 from aimp_deploy_control.backends import make_backend, make_inventory
 from aimp_deploy_control.inventory_api import router as inventory_router
+from aimp_deploy_control.loadtest_api import router as loadtest_router
 from aimp_deploy_control.logs_api import router as logs_router
 from aimp_deploy_control.model_api import router as model_router
 from aimp_deploy_control.model_db import ModelDB
 from aimp_deploy_control.model_store import ModelStore
 from aimp_deploy_control.models import ModelRegistry
+from aimp_deploy_control.releases import Releases
+from aimp_deploy_control.revision_settings import RevisionSettings
+from aimp_deploy_control.revision_start import RevisionStarter
 from aimp_deploy_control.rollout import RolloutRunner, UpProbe
 from aimp_deploy_control.service import Deployments
 from aimp_deploy_control.settings import DeployControlSettings
 from aimp_deploy_control.store import DeploymentStore
+from aimp_deploy_control.traffic import GatewayTraffic
+from aimp_deploy_control.warmup import Warmer
 
 SERVICE = "deploy-control"
 
@@ -49,7 +55,31 @@ def create_app(
         ModelStore(settings.model_store_url, settings.model_cache_dir),
         settings,
     )
-    deployments = Deployments(store, backend, settings, runner, models)
+    revision_settings = RevisionSettings()
+    traffic = GatewayTraffic(
+        revision_settings, revision_settings.gateway_url or settings.token_issuer
+    )
+    starter = RevisionStarter(
+        store,
+        backend,
+        probe,
+        Warmer(revision_settings),
+        revision_settings,
+        models,
+        poll_interval_s=settings.deploy_control_rollout_poll_interval_s,
+    )
+    inventory = make_inventory(backend)
+    deployments = Deployments(
+        store,
+        backend,
+        settings,
+        runner,
+        models,
+        starter=starter,
+        inventory=inventory,
+        traffic=traffic,
+    )
+    releases = Releases(deployments, traffic, starter, revision_settings)
 
     def ping_db() -> None:
         with store.engine.connect() as conn:
@@ -69,6 +99,7 @@ def create_app(
             await deployments.close()  # rollouts stop between steps
             await backend.close()  # stops every pod gracefully: sidecars drain first
             await probe.aclose()
+            await traffic.aclose()
             store.engine.dispose()
 
     app = create_service_app(
@@ -78,8 +109,9 @@ def create_app(
         description="Deploys model files as services and runs their pods.",
     )
     app.state.deployments = deployments
+    app.state.releases = releases
     app.state.models = models
-    app.state.inventory = make_inventory(backend)
+    app.state.inventory = inventory
     app.state.verifier = verifier or JwksVerifier(
         settings.jwks_url, issuer=settings.token_issuer, timeout_s=settings.http_timeout_s
     )
@@ -87,4 +119,5 @@ def create_app(
     app.include_router(model_router)
     app.include_router(inventory_router)
     app.include_router(logs_router)
+    app.include_router(loadtest_router)  # its lifespan runs inside the app's
     return app

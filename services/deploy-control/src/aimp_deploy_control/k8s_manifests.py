@@ -73,7 +73,8 @@ def object_name(service: str, revision: str) -> str:
     """The Deployment's and Service's name: ``<service>-r<revision>``, a DNS-1035 label
     (Services need one: lowercase, starts with a letter, at most 63 characters); a longer
     or digit-led name is shortened and made unique with a hash of the full one."""
-    base = re.sub(r"[^a-z0-9-]", "-", f"{service}-r{revision}".lower())
+    number = revision.removeprefix("r")  # revisions are named r1, r2 (or "1" before them)
+    base = re.sub(r"[^a-z0-9-]", "-", f"{service}-r{number}".lower())
     if re.fullmatch(r"[a-z]([a-z0-9-]{0,61}[a-z0-9])?", base):
         return base
     digest = hashlib.sha256(base.encode()).hexdigest()[:8]

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,11 +30,12 @@ import httpx
 
 from aimp_core.errors import AimpError, NotFound
 from aimp_core.net import free_port
-from aimp_deploy_control import coldstart, pod_logs, processes, runtimes
+from aimp_deploy_control import coldstart, pod_limits, pod_logs, processes, runtimes
 from aimp_deploy_control.backend import PodInfo, PodSpec, ProcessInfo
 from aimp_deploy_control.coldstart import ColdStartMarks, Mark
 from aimp_deploy_control.coldstart_watch import ColdStartWatcher
 from aimp_deploy_control.lifecycle import PodState, restart_delay_s, transition
+from aimp_deploy_control.limits import ProcessLimits
 from aimp_deploy_control.observe_settings import PodObserveSettings
 from aimp_deploy_control.settings import DeployControlSettings
 
@@ -62,6 +63,8 @@ class Proc:
     restarts: int = 0
     crashes_in_row: int = 0
     exit_code: int | None = None
+    #: CPU, memory and GPU limits (limits.py); the server's come from the pod's resources.
+    limits: ProcessLimits = field(default_factory=ProcessLimits)
 
     @property
     def alive(self) -> bool:
@@ -70,7 +73,10 @@ class Proc:
     def spawn(self) -> None:
         try:
             self.popen = processes.spawn(
-                self.argv, env=self.env, log_file=self.log_file, pid_file=self.pid_file
+                self.limits.wrap(self.argv),
+                env=self.limits.env(self.env),
+                log_file=self.log_file,
+                pid_file=self.pid_file,
             )
         except OSError as exc:
             known = runtimes.RUNTIMES.get(self.role)
@@ -147,10 +153,13 @@ class LocalProcessBackend:
         self._task = asyncio.create_task(self._supervise(), name="pod-supervisor")
 
     async def start_pod(self, spec: PodSpec) -> PodInfo:
+        running = [(p.spec.resources, p.procs[p.server_role].limits) for p in self._pods.values()]
+        server_limits = await pod_limits.for_pod(spec.resources, running)  # may read NVML
         existing = self._pods.get(spec.pod_id)
         if existing is not None:
             return existing.info()
         pod = self._build(spec)
+        pod.procs[pod.server_role].limits = server_limits
         pod.move(PodState.STARTING)
         try:
             self._spawn(pod, pod.procs.values())

@@ -80,16 +80,21 @@ class RevisionStarter:
 
     async def cancel(self, deployment: str) -> None:
         """Stop the starts of a deployment's revisions (it is being deleted)."""
-        keys = [k for k in self._records if k[0] == deployment]
-        for key in keys:
-            task = self._records.pop(key).task
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        for key in [k for k in self._records if k[0] == deployment]:
+            await self.cancel_one(*key)
+            self._records.pop(key, None)
+
+    async def cancel_one(self, deployment: str, revision: str) -> None:
+        """Stop a revision's start (its pods are being stopped); its record stays."""
+        rec = self._records.get((deployment, revision))
+        if rec is not None and rec.task is not None and not rec.task.done():
+            rec.task.cancel()
+            await asyncio.gather(rec.task, return_exceptions=True)
 
     async def close(self) -> None:
         for deployment in {k[0] for k in self._records}:
             await self.cancel(deployment)
+        await self.warmer.aclose()
 
     # -- the task -----------------------------------------------------------------------------
 

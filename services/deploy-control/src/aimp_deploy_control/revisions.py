@@ -33,8 +33,15 @@ ALLOWED: dict[RevisionState, frozenset[RevisionState]] = {
     RevisionState.STARTING: frozenset(
         {RevisionState.WARMING, RevisionState.FAILED, RevisionState.SCALED_DOWN}
     ),
+    # SERVING straight away: a revision that already has traffic (r1 of a new service,
+    # any revision after deploy-control restarts) serves once warmed.
     RevisionState.WARMING: frozenset(
-        {RevisionState.READY, RevisionState.FAILED, RevisionState.SCALED_DOWN}
+        {
+            RevisionState.READY,
+            RevisionState.SERVING,
+            RevisionState.FAILED,
+            RevisionState.SCALED_DOWN,
+        }
     ),
     RevisionState.READY: frozenset(
         {RevisionState.SERVING, RevisionState.SCALED_DOWN, RevisionState.STARTING}
@@ -163,9 +170,11 @@ def rollback_target(revisions: Sequence[RevisionFacts]) -> str:
 def to_scale_down(revisions: Sequence[RevisionFacts], keep: str) -> list[str]:
     """The revisions whose pods stop once ``keep`` has all the traffic (in name order)."""
     return sorted(
-        (r.name for r in revisions if r.name != keep and r.state in RUNS_PODS | {
-            RevisionState.FAILED
-        }),
+        (
+            r.name
+            for r in revisions
+            if r.name != keep and r.state in RUNS_PODS | {RevisionState.FAILED}
+        ),
         key=_order,
     )
 

@@ -166,29 +166,48 @@ class RolloutRunner:
         progress: Rollout,
         cancel: asyncio.Event,
     ) -> None:
-        pod_id = spec_of(step.replica).pod_id
+        spec = spec_of(step.replica)
+        pod_id = self._pod_id(spec)
         if step.action is Action.STOP:
             progress.current = f"stopping {pod_id} (draining its sidecar first)"
             await self.backend.stop_pod(pod_id)
         elif step.action is Action.START:
             progress.current = f"starting {pod_id}"
-            await self.backend.start_pod(spec_of(step.replica))
+            await self.backend.start_pod(spec)
         else:
             progress.current = f"waiting for {pod_id} to be UP"
-            await self._wait_up(deployment, pod_id, cancel)
+            await self._wait_up(spec, cancel)
             if step.completes_replacement:
                 progress.replaced += 1
         log.info("rollout step done", extra={"pod": pod_id, "action": step.action})
 
-    async def _wait_up(self, deployment: str, pod_id: str, cancel: asyncio.Event) -> None:
+    def _find(self, spec: PodSpec) -> PodInfo | None:
+        """The backend's pod for ``spec`` (its id may differ from spec.pod_id: a backend
+        names its pods its own way)."""
+        return next(
+            (
+                p
+                for p in self.backend.pods(spec.deployment)
+                if p.replica == spec.replica and p.revision == spec.revision
+            ),
+            None,
+        )
+
+    def _pod_id(self, spec: PodSpec) -> str:
+        pod = self._find(spec)
+        return pod.pod_id if pod is not None else spec.pod_id
+
+    async def _wait_up(self, spec: PodSpec, cancel: asyncio.Event) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
         pod: PodInfo | None = None
+        pod_id = spec.pod_id
         while time.monotonic() < deadline:
             if cancel.is_set():
                 raise Cancelled
-            pod = next((p for p in self.backend.pods(deployment) if p.pod_id == pod_id), None)
+            pod = self._find(spec)
             if pod is None:
                 raise NotUp(f"{pod_id} disappeared while the rollout waited for it")
+            pod_id = pod.pod_id
             if await self.probe.is_up(pod):
                 return
             await asyncio.sleep(self.poll_interval_s)

@@ -180,8 +180,8 @@ class ReleasePublic(BaseModel):
     traffic: dict[str, int] = Field(description="Percent of calls by revision now.")
     config_version: int | None = Field(description="The gateway config version written.")
     applied: str | None = Field(
-        default=None, description="How the change was known to be in force before old pods "
-        "were stopped."
+        default=None,
+        description="How the change was known to be in force before old pods were stopped.",
     )
 
 

@@ -1,8 +1,13 @@
 """Deployment use-cases: validate, store, and keep the backend's pods in line with the store.
 
-Writes to one deployment (create, scale, restart's start, delete) are serialised by a
-lock of its own; a rolling restart then runs as a background task outside that lock,
-and scaling refuses (409) while it runs so the two never fight over replicas.
+A deployment has revisions (r1 first, with all its traffic; releases.py adds more and
+moves traffic between them); each revision runs its own pods. Scaling and rolling
+restarts act on the primary revision (the one with the most traffic).
+
+Writes to one deployment (create, scale, restart's start, delete, and releases.py's
+changes) are serialised by a lock of its own; a rolling restart then runs as a
+background task outside that lock, and scaling refuses (409) while it runs so the two
+never fight over replicas.
 """
 
 from __future__ import annotations
@@ -12,72 +17,47 @@ import dataclasses
 import logging
 import shutil
 from collections import defaultdict
-from collections.abc import Callable
-from pathlib import Path
 
-from aimp_core.errors import AimpError, BadRequest, Conflict, NotFound
-from aimp_deploy_control import portable, runtimes
-from aimp_deploy_control.backend import PodBackend, PodInfo, PodSpec
-from aimp_deploy_control.inventory import Demand, Inventory
+from aimp_core.errors import AimpError, Conflict, NotFound
+from aimp_deploy_control.backend import PodBackend
+from aimp_deploy_control.inventory import Inventory
 from aimp_deploy_control.lifecycle import PodState
-from aimp_deploy_control.model_db import ModelVersion
 from aimp_deploy_control.models import ModelRegistry
 from aimp_deploy_control.plans import plan_rollout, scale_plan
-from aimp_deploy_control.resources import ResourcesSpec
+from aimp_deploy_control.revision_pods import RevisionPods
 from aimp_deploy_control.revision_start import RevisionStarter
 from aimp_deploy_control.revision_store import Revision
-from aimp_deploy_control.revisions import RUNS_PODS
+from aimp_deploy_control.revisions import RUNS_PODS, TAKES_TRAFFIC
 from aimp_deploy_control.rollout import Rollout, RolloutRunner, RolloutState
 from aimp_deploy_control.schemas import (
     DeploymentCreate,
     DeploymentPublic,
-    PodPublic,
-    RevisionCreate,
-    RevisionPublic,
     RolloutPublic,
-    RuntimePublic,
     ScalePublic,
-    WarmupPublic,
 )
 from aimp_deploy_control.settings import DeployControlSettings
 from aimp_deploy_control.store import Deployment, DeploymentStore, NameTaken
+from aimp_deploy_control.traffic import GatewayTraffic
 from aimp_deploy_control.validation import (
     differences,
-    validate_model_file,
     validate_name,
     validate_replicas,
 )
+from aimp_deploy_control.views import pod_public, revision_public, rollout_public
 
 log = logging.getLogger(__name__)
 
-
-def pod_public(info: PodInfo) -> PodPublic:
-    return PodPublic.model_validate(dataclasses.asdict(info))
-
-
-def rollout_public(rollout: Rollout) -> RolloutPublic:
-    return RolloutPublic.model_validate(dataclasses.asdict(rollout))
-
-
-def runtimes_public(settings: DeployControlSettings) -> list[RuntimePublic]:
-    """Every runtime, whether it can run here, and if not why and how to fix it."""
-    out = []
-    for name, spec in runtimes.RUNTIMES.items():
-        reason = runtimes.unavailable_reason(settings, name)
-        out.append(
-            RuntimePublic(
-                name=name,
-                available=reason is None,
-                frameworks=list(spec.frameworks),
-                command=runtimes.command_of(settings, name),
-                detail=reason,
-            )
-        )
-    return out
+#: (``list`` is also a method name below.)
+Revisions = list[Revision]
 
 
 def _missing(name: str) -> NotFound:
     return NotFound(f"no deployment named {name!r}; GET /v1/deployments lists them")
+
+
+def primary(revisions: list[Revision]) -> Revision:
+    """The revision with the most traffic (the newest among equals)."""
+    return max(revisions, key=lambda r: (r.traffic, r.number))
 
 
 class Deployments:
@@ -88,39 +68,58 @@ class Deployments:
         settings: DeployControlSettings,
         runner: RolloutRunner,
         models: ModelRegistry | None = None,
+        *,
+        starter: RevisionStarter | None = None,
+        inventory: Inventory | None = None,
+        traffic: GatewayTraffic | None = None,
     ) -> None:
+        self.pods = RevisionPods(store, backend, settings, models, inventory)
         self.store = store
         self.models = models
         self.backend = backend
         self.settings = settings
         self.max_replicas = settings.max_replicas
         self.runner = runner
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.starter = starter
+        self.inventory = inventory
+        self.traffic = traffic
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._rollouts: dict[str, Rollout] = {}
         self._tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
 
     # -- reading --------------------------------------------------------------------------
 
-    def view(self, dep: Deployment) -> DeploymentPublic:
-        pods = [pod_public(p) for p in self.backend.pods(dep.name)]
+    def view(self, dep: Deployment, revisions: Revisions) -> DeploymentPublic:
+        pods = self.backend.pods(dep.name)
         rollout = self._rollouts.get(dep.name)
         fields = dataclasses.asdict(dep)
         fields["model_file"] = dep.model_file or None  # '' for a registered model version
+        starter = self.starter
         return DeploymentPublic(
             **fields,
-            pods=pods,
+            pods=[pod_public(p) for p in pods],
             rollout=rollout_public(rollout) if rollout else None,
+            revisions=[
+                revision_public(r, pods, starter.record(dep.name, r.name) if starter else None)
+                for r in revisions
+            ],
         )
 
     async def get(self, name: str) -> DeploymentPublic:
-        return self.view(await self._require(name))
+        dep = await self.require(name)
+        return self.view(dep, await self.revisions(name))
 
     async def list(self) -> list[DeploymentPublic]:
-        return [self.view(d) for d in await asyncio.to_thread(self.store.list)]
+        deps = await asyncio.to_thread(self.store.list)
+        return [self.view(d, await self.revisions(d.name)) for d in deps]
+
+    async def revisions(self, name: str) -> Revisions:
+        return await asyncio.to_thread(self.store.revisions, name)
 
     async def scale_of(self, name: str) -> ScalePublic:
-        dep = await self._require(name)
-        return ScalePublic(replicas=dep.replicas, ready=self._ready(name))
+        await self.require(name)
+        rev = primary(await self.revisions(name))
+        return ScalePublic(replicas=rev.replicas, ready=self._ready(name, rev.name))
 
     # -- writing --------------------------------------------------------------------------
 
@@ -128,94 +127,109 @@ class Deployments:
         """Store and start a deployment; (view, False) when an identical one exists."""
         name = validate_name(req.name)
         replicas = validate_replicas(req.replicas, self.max_replicas)
-        version = None
-        if req.model is not None:
-            version = await self._version_of(req)
-            framework, model_file = version.framework, ""
-        else:
-            assert req.model_file is not None  # DeploymentCreate requires one of the two
-            framework = req.framework or runtimes.SKLEARN
-            if framework == runtimes.PYTHON:
-                raise BadRequest(
-                    "a custom Python handler needs its schema: upload it with POST "
-                    "/v1/models/{model}/versions and deploy it with 'model' instead of 'model_file'"
-                )
-            model_file = str(validate_model_file(req.model_file))
-        runtimes.validate_runtime(req.runtime, framework)
+        src = await self.pods.source_of(req)
         requested: dict[str, object] = {
-            "model_file": model_file,
+            "model_file": src.model_file,
             "runtime": req.runtime,
-            "framework": framework,
-            "model": version.model if version else None,
-            "model_version": version.version if version else None,
+            "framework": src.framework,
+            "model": src.version.model if src.version else None,
+            "model_version": src.version.version if src.version else None,
         }
-        async with self._locks[name]:
+        async with self.locks[name]:
             existing = await asyncio.to_thread(self.store.get, name)
             if existing is not None:
                 diff = differences(existing.spec(), requested)
                 if diff:
                     raise Conflict(
                         f"deployment {name!r} exists with other settings ({'; '.join(diff)}); "
-                        f"DELETE /v1/deployments/{name} first to replace it"
+                        f"DELETE /v1/deployments/{name} first to replace it, or add a revision "
+                        f"with POST /v1/deployments/{name}/revisions"
                     )
                 if not self._rolling(name):  # a rollout starts and stops replicas itself
-                    await self._apply(existing, existing.replicas)
-                return self.view(existing), False
+                    for rev in await self.revisions(name):
+                        if rev.state in RUNS_PODS:
+                            await self.pods.apply_revision(name, rev, rev.replicas)
+                return self.view(existing, await self.revisions(name)), False
             # A runtime that is missing or a model it cannot load is a 400 before anything
-            # is stored.
-            source = await self.models.local_file(version) if version and self.models else None
-            served = await self._served_file(name, str(source or model_file), req.runtime)
-            model = (version.model, version.version) if version else None
+            # is stored; so is a GPU request that cannot fit.
+            served = await self.pods.served_file(
+                name, "r1", await self.pods.local(src), req.runtime
+            )
+            resources = req.resources.model_dump() if req.resources else None
+            await self.pods.check_gpus(name, "r1", resources, replicas)
             try:
                 dep = await asyncio.to_thread(
-                    self.store.add, name, model_file, framework, req.runtime, replicas, model
+                    self.store.add,
+                    name,
+                    src.model_file,
+                    src.framework,
+                    req.runtime,
+                    replicas,
+                    src.model,
+                    resources,
                 )
             except NameTaken:
                 raise Conflict(f"deployment {name!r} was just created by another call") from None
+            first = (await self.revisions(name))[0]
             try:
-                await self._apply(dep, replicas, served)
+                await self.pods.apply_revision(name, first, replicas, served)
             except AimpError:
                 await self._stop_all(name)
                 await asyncio.to_thread(self.store.delete, name)
                 raise
+            if self.starter is not None:
+                self.starter.begin(name, first.name)
         log.info(
             "deployment created",
             extra={"deployment": name, "runtime": req.runtime, "replicas": replicas},
         )
-        return self.view(dep), True
+        return self.view(dep, await self.revisions(name)), True
 
     async def scale(self, name: str, replicas: int) -> ScalePublic:
-        """Run exactly ``replicas`` pods: start the missing ones, stop the highest first."""
+        """Run exactly ``replicas`` pods of the primary revision: start the missing ones,
+        stop the highest first."""
         replicas = validate_replicas(replicas, self.max_replicas, minimum=0)
-        async with self._locks[name]:
-            dep = await self._require(name)
+        async with self.locks[name]:
+            await self.require(name)
             if self._rolling(name):
                 raise Conflict(self._busy(name, "scale"))
+            rev = primary(await self.revisions(name))
             served = None
-            if scale_plan([p.replica for p in self.backend.pods(name)], replicas).start:
-                # A runtime gone missing is a 400 before anything changes.
-                served = await self._served_file(dep.name, await self._source(dep), dep.runtime)
+            if scale_plan([p.replica for p in self.pods.pods_of(name, rev.name)], replicas).start:
+                # A runtime gone missing or GPUs that do not fit are a 400 before anything
+                # changes.
+                served = await self.pods.served_for(name, rev)
+                await self.pods.check_gpus(name, rev.name, rev.resources, replicas)
             # Stored first: a deploy-control restarted meanwhile restores the new count.
-            await asyncio.to_thread(self.store.set_replicas, name, replicas)
-            await self._apply(dep, replicas, served)
-        log.info("deployment scaled", extra={"deployment": name, "replicas": replicas})
-        return ScalePublic(replicas=replicas, ready=self._ready(name))
+            await asyncio.to_thread(
+                self.store.change_revisions, name, replicas={rev.name: replicas}
+            )
+            await self.pods.apply_revision(name, rev, replicas, served)
+        log.info(
+            "deployment scaled",
+            extra={"deployment": name, "revision": rev.name, "replicas": replicas},
+        )
+        return ScalePublic(replicas=replicas, ready=self._ready(name, rev.name))
 
     async def restart(self, name: str) -> RolloutPublic:
-        """Begin a rolling restart in the background; its progress shows in the view."""
-        async with self._locks[name]:
-            dep = await self._require(name)
+        """Begin a rolling restart of the primary revision in the background; its progress
+        shows in the view."""
+        async with self.locks[name]:
+            await self.require(name)
             if self._rolling(name):
                 raise Conflict(self._busy(name, "restart"))
+            rev = primary(await self.revisions(name))
             # Re-exported if the model file changed; a failure here stops nothing.
-            served = await self._served_file(dep.name, await self._source(dep), dep.runtime)
-            states = {p.replica: p.state for p in self.backend.pods(name)}
-            ready = {r: states.get(r) == PodState.RUNNING for r in range(dep.replicas)}
-            steps = plan_rollout(ready, surge_allowed=dep.replicas < self.max_replicas)
+            served = await self.pods.served_for(name, rev)
+            states = {p.replica: p.state for p in self.pods.pods_of(name, rev.name)}
+            ready = {r: states.get(r) == PodState.RUNNING for r in range(rev.replicas)}
+            steps = plan_rollout(ready, surge_allowed=rev.replicas < self.max_replicas)
             progress = Rollout(total=len(ready))
             cancel = asyncio.Event()
             task = asyncio.create_task(
-                self.runner.run(name, steps, self._spec_of(dep, served), progress, cancel),
+                self.runner.run(
+                    name, steps, self.pods.spec_of(name, rev, served), progress, cancel
+                ),
                 name=f"rollout-{name}",
             )
             self._rollouts[name] = progress
@@ -224,39 +238,65 @@ class Deployments:
         return rollout_public(progress)
 
     async def delete(self, name: str) -> None:
-        async with self._locks[name]:
-            await self._require(name)
+        async with self.locks[name]:
+            await self.require(name)
+            split_written = len(await self.revisions(name)) > 1
             await self._cancel_rollout(name)
+            if self.starter is not None:
+                await self.starter.cancel(name)
             await self._stop_all(name)
             await asyncio.to_thread(self.store.delete, name)
             self._rollouts.pop(name, None)
             shutil.rmtree(self.settings.deployments_dir / name, ignore_errors=True)
+            if split_written and self.traffic is not None:
+                try:  # a later deployment of this name starts without the old split
+                    await self.traffic.set_split(name, {})
+                except AimpError as exc:
+                    log.warning(
+                        "cannot clear the traffic split at the gateway",
+                        extra={"deployment": name, "error": exc.detail},
+                    )
         log.info("deployment deleted", extra={"deployment": name})
 
     async def restore(self) -> None:
-        """Start the pods of every stored deployment (after deploy-control starts)."""
+        """Start the pods of every stored revision that runs any (after deploy-control
+        starts); a revision that was still starting is brought into service again."""
         for dep in await asyncio.to_thread(self.store.list):
-            try:
-                await self._apply(dep, dep.replicas)
-            except AimpError as exc:
-                log.error(
-                    "cannot restore deployment", extra={"deployment": dep.name, "error": exc.detail}
-                )
+            for rev in await self.revisions(dep.name):
+                if rev.state not in RUNS_PODS:
+                    continue
+                try:
+                    await self.pods.apply_revision(dep.name, rev, rev.replicas)
+                except AimpError as exc:
+                    log.error(
+                        "cannot restore a revision",
+                        extra={"deployment": dep.name, "revision": rev.name, "error": exc.detail},
+                    )
+                    continue
+                if self.starter is not None and rev.state not in TAKES_TRAFFIC:
+                    self.starter.begin(dep.name, rev.name)
 
     async def close(self) -> None:
-        """Stop running rollouts (at shutdown, before the backend stops every pod)."""
+        """Stop running rollouts and starts (at shutdown, before the backend stops pods)."""
         await asyncio.gather(*(self._cancel_rollout(n) for n in list(self._tasks)))
+        if self.starter is not None:
+            await self.starter.close()
 
-    # -- helpers --------------------------------------------------------------------------
+    # -- shared with releases.py ------------------------------------------------------------
 
-    async def _require(self, name: str) -> Deployment:
+    async def require(self, name: str) -> Deployment:
         dep = await asyncio.to_thread(self.store.get, name)
         if dep is None:
             raise _missing(name)
         return dep
 
-    def _ready(self, name: str) -> int:
-        return sum(p.state == PodState.RUNNING for p in self.backend.pods(name))
+    def busy_error(self, name: str, what: str) -> Conflict | None:
+        return Conflict(self._busy(name, what)) if self._rolling(name) else None
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _ready(self, name: str, revision: str) -> int:
+        return sum(p.state == PodState.RUNNING for p in self.pods.pods_of(name, revision))
 
     def _rolling(self, name: str) -> bool:
         progress = self._rollouts.get(name)
@@ -269,64 +309,6 @@ class Deployments:
             f"{p.total}, started {p.started_at.isoformat()}); GET /v1/deployments/{name} shows "
             "its progress, try again when its state is no longer 'running'"
         )
-
-    async def _version_of(self, req: DeploymentCreate) -> ModelVersion:
-        if self.models is None:
-            raise BadRequest("this deploy-control has no model registry; give 'model_file'")
-        assert req.model is not None
-        if req.framework is not None:
-            raise BadRequest(
-                f"'framework' goes with 'model_file' only: model {req.model!r} was uploaded "
-                "with its framework; leave 'framework' out"
-            )
-        return await self.models.resolve(req.model, req.version)
-
-    async def _source(self, dep: Deployment) -> str:
-        """The file a deployment serves on this host: its model_file, or its registered
-        version's copy in the local model cache (fetched from the store if absent)."""
-        if dep.model is None or dep.model_version is None:
-            return dep.model_file
-        if self.models is None:
-            raise BadRequest(
-                f"deployment {dep.name!r} serves a registered model, and this "
-                "deploy-control has no model registry"
-            )
-        version = await self.models.resolve(dep.model, dep.model_version)
-        return str(await self.models.local_file(version))
-
-    async def _served_file(self, name: str, model_file: str, runtime: str) -> str:
-        """What the runtime's server loads: the user's file, or its export (made if stale)."""
-        reason = runtimes.unavailable_reason(self.settings, runtime)
-        if reason is not None:
-            raise BadRequest(reason)
-        if not runtimes.RUNTIMES[runtime].needs_export:
-            return model_file
-        out = self.settings.deployments_dir / name / portable.PORTABLE_NAME
-        await portable.export(
-            self.settings.deploy_control_export_command,
-            Path(model_file),
-            out,
-            runtime=runtime,
-            timeout_s=self.settings.deploy_control_export_timeout_s,
-        )
-        return str(out)
-
-    def _spec_of(self, dep: Deployment, served: str) -> Callable[[int], PodSpec]:
-        def spec(replica: int) -> PodSpec:
-            return PodSpec(dep.name, replica, served, dep.framework, dep.runtime)
-
-        return spec
-
-    async def _apply(self, dep: Deployment, replicas: int, served: str | None = None) -> None:
-        plan = scale_plan([p.replica for p in self.backend.pods(dep.name)], replicas)
-        if plan.start:
-            if served is None:
-                served = await self._served_file(dep.name, await self._source(dep), dep.runtime)
-            spec = self._spec_of(dep, served)
-            for replica in plan.start:
-                await self.backend.start_pod(spec(replica))
-        for replica in plan.stop:  # one at a time: each sidecar drains before the next
-            await self.backend.stop_pod(f"{dep.name}-{replica}")
 
     async def _stop_all(self, name: str) -> None:
         await self.backend.remove(name)  # on Kubernetes also deletes the Deployment and Service

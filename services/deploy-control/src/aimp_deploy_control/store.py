@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from collections.abc import Mapping
 
 from sqlalchemy import DateTime, Engine, Integer, String, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -15,9 +14,13 @@ from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 from aimp_deploy_control import revision_store as rs
 from aimp_deploy_control.revision_store import Revision, RevisionFields
 from aimp_deploy_control.revisions import RevisionState
-from aimp_deploy_control.store_base import Base, aware
+from aimp_deploy_control.store_base import Base as Base  # re-exported: model_db's tables
+from aimp_deploy_control.store_base import aware
 
 log = logging.getLogger(__name__)
+
+#: (``list`` is also a method name below.)
+Revisions = list[Revision]
 
 #: Columns added after the first release: (name, DDL). A database written by an older
 #: deploy-control gets them at start, with defaults that keep its rows' meaning.
@@ -152,9 +155,7 @@ class DeploymentStore:
                 session.add(row)
                 session.flush()
                 rs.delete_all(session, name)  # left by a deployment deleted mid-way
-                session.add(
-                    rs.new_row(name, 1, first, state=RevisionState.STARTING, first=True)
-                )
+                session.add(rs.new_row(name, 1, first, state=RevisionState.STARTING, first=True))
         except IntegrityError:
             raise NameTaken(name) from None
         return _public(row)
@@ -181,7 +182,7 @@ class DeploymentStore:
 
     # -- revisions ----------------------------------------------------------------------------
 
-    def revisions(self, name: str) -> list[Revision]:
+    def revisions(self, name: str) -> Revisions:
         with self._session() as session:
             return [rs.public(r) for r in rs.rows_of(session, name)]
 
@@ -198,7 +199,7 @@ class DeploymentStore:
         traffic: Mapping[str, int] | None = None,
         full_seq: Mapping[str, int] | None = None,
         replicas: Mapping[str, int] | None = None,
-    ) -> list[Revision]:
+    ) -> Revisions:
         """Change revisions by name in one transaction; the deployment's own row follows
         its primary revision (the one with the most traffic), which older readers see."""
         with self._session.begin() as session:

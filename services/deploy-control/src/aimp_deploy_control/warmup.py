@@ -108,7 +108,9 @@ class Warmer:
                 )
             try:
                 if body is None:
-                    body = sample_request(inputs if inputs is not None else await self._inputs(base))
+                    body = sample_request(
+                        inputs if inputs is not None else await self._inputs(base)
+                    )
                 resp = await self._http.post(f"{base}/infer", json=body)
                 if resp.status_code == 200:
                     answered += 1

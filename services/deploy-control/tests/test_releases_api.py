@@ -1,0 +1,87 @@
+"""Release routes in-process (real key set, SQLite): roles, validation, unknown names, and
+an unreachable gateway named in the error."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aimp_core.auth import JwksVerifier
+from aimp_core.errors import ServiceUnavailable
+from aimp_core.net import free_port
+from aimp_deploy_control.app import create_app
+from aimp_deploy_control.revision_settings import RevisionSettings
+from aimp_deploy_control.settings import DeployControlSettings
+from aimp_deploy_control.traffic import GatewayTraffic
+
+
+@pytest.fixture
+async def api(aimp_home: Path, dc_keys: Any) -> AsyncIterator[httpx.AsyncClient]:
+    settings = DeployControlSettings(
+        home=aimp_home,
+        database_url=None,
+        jwks_url=dc_keys.jwks_url,
+        token_issuer=dc_keys.issuer,
+        registry_url="http://127.0.0.1:9/eureka",
+    )
+    app = create_app(settings, verifier=JwksVerifier(dc_keys.jwks_url, issuer=dc_keys.issuer))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://dc") as http:
+            yield http
+
+
+def bearer(keys: Any, *roles: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {keys.mint(list(roles))}"}
+
+
+async def test_release_routes_need_an_operator(api: httpx.AsyncClient, dc_keys: Any) -> None:
+    """Traffic, promote, rollback and new revisions are refused to readers (403)."""
+    reader = bearer(dc_keys, "auditor")
+    for method, path, body in (
+        ("PUT", "/v1/deployments/iris/traffic", {"r1": 100}),
+        ("POST", "/v1/deployments/iris/revisions/r2/promote", None),
+        ("POST", "/v1/deployments/iris/rollback", None),
+        ("POST", "/v1/deployments/iris/revisions", {"model_file": "/m.joblib"}),
+    ):
+        resp = await api.request(method, path, json=body, headers=reader)
+        assert resp.status_code == 403, (path, resp.text)
+
+
+async def test_unknown_deployments_and_bad_bodies(api: httpx.AsyncClient, dc_keys: Any) -> None:
+    """An unknown deployment is a 404 naming it; weights outside 0..100 are a 422."""
+    op = bearer(dc_keys, "operator")
+    for method, path, body in (
+        ("PUT", "/v1/deployments/ghost/traffic", {"r1": 100}),
+        ("POST", "/v1/deployments/ghost/revisions/r2/promote", None),
+        ("POST", "/v1/deployments/ghost/rollback", None),
+    ):
+        resp = await api.request(method, path, json=body, headers=op)
+        assert resp.status_code == 404 and "'ghost'" in resp.json()["detail"], resp.text
+    resp = await api.put("/v1/deployments/ghost/traffic", json={"r1": 120}, headers=op)
+    assert resp.status_code == 422
+    resp = await api.post(
+        "/v1/deployments/ghost/revisions",
+        json={"model_file": "/m.joblib", "model": "iris"},
+        headers=op,
+    )
+    assert resp.status_code == 422 and "not both" in resp.text
+
+
+async def test_an_unreachable_gateway_is_named() -> None:
+    """A split cannot be written to a gateway that is down: 503 naming its address and
+    how to fix it; without a client the 503 names the settings to set."""
+    url = f"http://127.0.0.1:{free_port()}"
+    settings = RevisionSettings(client_id="dc", client_secret="s", gateway_timeout_s=1)
+    traffic = GatewayTraffic(settings, url)
+    with pytest.raises(ServiceUnavailable, match=f"gateway at {url} did not answer"):
+        await traffic.set_split("iris", {"r1": 100})
+    await traffic.aclose()
+    bare = GatewayTraffic(RevisionSettings(client_id=None, client_secret=None), url)
+    with pytest.raises(ServiceUnavailable, match="AIMP_DEPLOY_CONTROL_CLIENT_ID"):
+        await bare.set_split("iris", {"r1": 100})
+    await bare.aclose()
