@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from dataclasses import dataclass, field
 
@@ -198,3 +199,34 @@ async def test_registration_error_is_not_raised_from_tick(status: str) -> None:
     registrar.ever_ready = status == "DOWN"
     await registrar.tick()
     assert reg.calls == [f"register {status}"]
+
+
+async def test_recheck_probes_at_once_instead_of_waiting_for_the_poll() -> None:
+    """After recheck() the loop probes again within milliseconds, not after the poll interval."""
+    reg, ready = MemoryRegistration(), [True]
+    registrar = Registrar(
+        reg,
+        probe=lambda: _ready(ready),
+        renewal_interval_s=30,
+        poll_interval_s=60,  # without recheck() the next probe would be a minute away
+        backoff_max_s=1,
+    )
+    registrar.start()
+    try:
+        for _ in range(100):
+            if registrar.registered_status == "UP":
+                break
+            await asyncio.sleep(0.01)
+        ready[0] = False
+        registrar.recheck()
+        for _ in range(100):
+            if registrar.registered_status == "DOWN":
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await registrar.stop()
+    assert reg.calls == ["register UP", "register DOWN"]
+
+
+async def _ready(flag: list[bool]) -> bool:
+    return flag[0]

@@ -14,6 +14,7 @@ from aimp_registry_sidecar import metrics
 from aimp_registry_sidecar.admission import Rejected, Verdict
 from aimp_registry_sidecar.headers import downstream_response_headers, upstream_request_headers
 from aimp_registry_sidecar.sidecar import Sidecar
+from aimp_registry_sidecar.upstream import ServerRefused
 
 #: Seconds a refused caller should wait; other pods can usually take the call at once.
 RETRY_AFTER_S = 1.0
@@ -65,6 +66,9 @@ async def proxy(request: Request, sidecar: SidecarDep) -> Response:
                 )
         except Rejected as exc:
             raise _refusal(exc.verdict, sidecar) from None
+        except ServerRefused:
+            sidecar.registrar.recheck()  # likely gone: report DOWN now, not at the next poll
+            raise
         status = upstream.status
         response = Response(status_code=upstream.status)
         response.body = upstream.body

@@ -13,6 +13,7 @@ An unreachable registry never stops the sidecar: each failure waits longer
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -123,6 +124,7 @@ class Registrar:
         self._retry_at = 0.0
         self._renewed_at = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     @property
     def _ids(self) -> dict[str, str]:
@@ -141,7 +143,13 @@ class Registrar:
     async def _run(self) -> None:
         while True:
             await self.tick()
-            await asyncio.sleep(self.poll_interval_s)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+
+    def recheck(self) -> None:
+        """Probe readiness now rather than at the next poll (the server just refused a call)."""
+        self._wake.set()
 
     async def tick(self) -> None:
         """One round: probe readiness, then register, change status or renew as needed."""

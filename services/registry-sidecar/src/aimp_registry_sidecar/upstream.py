@@ -8,7 +8,20 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
-from aimp_core.errors import BadGateway, GatewayTimeout
+from aimp_core.errors import BadGateway, GatewayTimeout, ServiceUnavailable
+
+#: On a 503 of ours: the model server refused the connection, so the call was never sent
+#: and the gateway may send it to another pod (a POST included).
+NOT_SENT_HEADER = "x-aimp-not-sent"
+
+
+class ServerRefused(ServiceUnavailable):
+    """The model server did not accept a connection: the call was not sent."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.headers[NOT_SENT_HEADER] = "1"
+
 
 #: Readiness probes are local calls that answer in about a millisecond.
 PROBE_TIMEOUT_S = 1.0
@@ -76,6 +89,11 @@ class Upstream:
         except TimeoutError:
             raise GatewayTimeout(
                 f"the model server at {self.base_url} did not answer within {self.timeout_s:g} s"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ServerRefused(
+                f"the model server at {self.base_url} did not accept a connection "
+                f"({type(exc).__name__}); the call was not sent: send it to another pod"
             ) from None
         except aiohttp.ClientConnectionError as exc:
             raise BadGateway(
