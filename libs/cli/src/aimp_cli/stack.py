@@ -120,12 +120,6 @@ def service_env(home: Home, ports: Ports, redis_url: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    # deploy-control signs in at the gateway as its own client to set traffic splits.
-    # (aimp up writes credentials.json first; ensure_credentials adds a missing client.)
-    client = deploy_control_client(ensure_credentials(home)) if home.credentials.exists() else None
-    if client is not None:
-        env["AIMP_DEPLOY_CONTROL_CLIENT_ID"] = client["client_id"]
-        env["AIMP_DEPLOY_CONTROL_CLIENT_SECRET"] = client["client_secret"]
     # A laptop runs a handful of pods: with so few, one dead pod already looks like a
     # network partition to Eureka's self-preservation, which would then keep it listed.
     # Eureka's own advice for development is to switch it off; production keeps it on.
@@ -133,12 +127,35 @@ def service_env(home: Home, ports: Ports, redis_url: str) -> dict[str, str]:
     return env
 
 
-def services(ports: Ports) -> list[Component]:
+def deploy_control_env(home: Home) -> dict[str, str]:
+    """deploy-control's own sign-in at the gateway (to set traffic splits).
+
+    Only deploy-control gets this secret: not the other services, and not the pods
+    (whose environment deploy-control builds without it).
+    (aimp up writes credentials.json first; ensure_credentials adds a missing client.)
+    """
+    if not home.credentials.exists():
+        return {}
+    client = deploy_control_client(ensure_credentials(home))
+    if client is None:
+        return {}
+    return {
+        "AIMP_DEPLOY_CONTROL_CLIENT_ID": client["client_id"],
+        "AIMP_DEPLOY_CONTROL_CLIENT_SECRET": client["client_secret"],
+    }
+
+
+def services(ports: Ports, home: Home | None = None) -> list[Component]:
     """aimp's own services in start order (each depends only on those before it)."""
     return [
         Component("registry", (bin_path("aimp-registry"),), ports.registry),
         Component("throttle", (bin_path("aimp-throttle"),), ports.throttle),
         Component("stats", (bin_path("aimp-stats"),), ports.stats),
         Component("gateway", (bin_path("aimp-gateway"),), ports.gateway),
-        Component("deploy-control", (bin_path("aimp-deploy-control"),), ports.deploy_control),
+        Component(
+            "deploy-control",
+            (bin_path("aimp-deploy-control"),),
+            ports.deploy_control,
+            extra_env=deploy_control_env(home) if home is not None else {},
+        ),
     ]

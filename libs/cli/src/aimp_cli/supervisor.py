@@ -89,7 +89,7 @@ def all_components(
     redis_url, redis = resolve_redis(home, env, say)
     comps: list[Component] = [] if redis is None else [redis]
     comps.append(Component("kafka", tuple(infra.tansu_argv(ports.kafka)), ports.kafka, "tcp"))
-    comps.extend(services(ports))
+    comps.extend(services(ports, home))
     return comps, redis_url
 
 

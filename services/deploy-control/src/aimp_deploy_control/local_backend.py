@@ -41,6 +41,8 @@ from aimp_deploy_control.settings import DeployControlSettings
 
 log = logging.getLogger(__name__)
 
+#: deploy-control's own credentials: kept out of the pods' environment.
+PRIVATE_ENV = frozenset({"AIMP_DEPLOY_CONTROL_CLIENT_ID", "AIMP_DEPLOY_CONTROL_CLIENT_SECRET"})
 #: A sidecar's readiness answer is local and takes about a millisecond.
 READY_PROBE_TIMEOUT_S = 1.0
 
@@ -242,7 +244,9 @@ class LocalProcessBackend:
         ports = [free_port() for _ in range(runtimes.ports_needed(spec.runtime))]
         sidecar = free_port()
         upstream = f"http://127.0.0.1:{ports[0]}"
-        base_env = {**os.environ, "AIMP_HOME": str(s.home), "PYTHONUNBUFFERED": "1"}
+        # Pods never see deploy-control's own sign-in at the gateway.
+        inherited = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
+        base_env = {**inherited, "AIMP_HOME": str(s.home), "PYTHONUNBUFFERED": "1"}
         server_argv = runtimes.server_argv(
             command,
             spec.runtime,
