@@ -114,11 +114,19 @@ def test_deploy_onnx_with_schema_answers_like_sklearn(stack: Stack) -> None:
 
 
 def test_deploy_sklearn_without_schema_answers_like_sklearn(stack: Stack) -> None:
-    """`aimp deploy model.joblib` infers the schema, shows progress, and serves predict_proba."""
+    """`aimp deploy model.joblib` infers the schema, shows progress, serves predict_proba, and
+    with --load-test-ms reports what one replica sustains."""
     model_file = train_iris(stack.models / "sk")
-    out = stack.aimp("deploy", str(model_file), "--name", "flowers-sk")
+    out = stack.aimp(
+        "deploy", str(model_file), "--name", "flowers-sk",
+        "--load-test-ms", "1000", "--load-test-max-rate", "40",
+    )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
     assert "schema read from the file" in out.stdout
+    # The optional load test after the deploy: steps up to the 40/s cap, then the result.
+    assert "load test  one replica, p99 target 1000 ms, up to 40/s" in out.stdout
+    assert out.stdout.count("  step ") >= 2 and "sustains" in out.stdout
+    assert "recommended concurrency" in out.stdout
     assert "pods       flowers-sk-0 RUNNING" in out.stdout
     assert "answered" in out.stdout and "probabilities [1, 3]" in out.stdout
     x = load_iris().data[::7]

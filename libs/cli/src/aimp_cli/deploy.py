@@ -29,6 +29,7 @@ import httpx
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from aimp_cli import platform
+from aimp_cli.deploy_loadtest import LoadTestFailed, run_load_test
 from aimp_cli.deploy_plan import (
     FRAMEWORKS,
     answer_problem,
@@ -84,6 +85,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=os.environ.get("AIMP_TOKEN"),
         help="bearer token with role operator or admin (default: $AIMP_TOKEN, else the "
         "local admin signs in with AIMP_HOME's credentials.json)",
+    )
+    p.add_argument(
+        "--load-test-ms",
+        type=float,
+        metavar="P99_MS",
+        help="after it answers, find the highest rate one replica sustains with p99 under "
+        "this target and print the recommended concurrency and autoscaling target",
+    )
+    p.add_argument(
+        "--load-test-max-rate", type=float, default=2000.0, help="load test cap, calls/s"
     )
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_deploy)
@@ -297,6 +308,20 @@ def run(args: argparse.Namespace) -> None:
         f"{uploaded - start:.1f} s, pods {running - uploaded:.1f} s, first answer through the "
         f"gateway {done - running:.1f} s)"
     )
+    if args.load_test_ms is not None:
+        with httpx.Client(headers=headers, timeout=platform.HTTP_TIMEOUT_S) as http:
+            try:
+                run_load_test(
+                    http,
+                    deploy,
+                    args.name,
+                    latency_target_ms=args.load_test_ms,
+                    max_rate=args.load_test_max_rate,
+                    timeout_s=max(args.timeout, 600.0),
+                    say=_say,
+                )
+            except LoadTestFailed as exc:
+                raise Failed(str(exc)) from None
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
