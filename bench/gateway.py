@@ -15,7 +15,8 @@ Rows (wrk, one thread, ``--connections`` keep-alive connections, ``--duration`` 
   (a) direct: wrk -> upstream
   (b) nginx, one worker: wrk -> nginx proxy_pass -> upstream
   (c) gateway, one worker, the full pipeline: JWT (cached verification), RBAC, throttle
-      against real Redis (one script call per request), routing and load balancing
+      against real Redis (exact per call; the checks of one event-loop turn share one
+      script call), routing and load balancing
       over the instance registered in the real registry, breaker bookkeeping, one
       request event per call to Kafka (Tansu)
   (d) the gateway with as many processes as cores on one port (SO_REUSEPORT,
@@ -24,8 +25,13 @@ then (b) and (c) again at a fixed ~1,000 requests/s (wrk with a per-request dela
 ``--paced-connections`` connections each waiting connections/1000 s between calls;
 wrk is closed loop, so the rate achieved is printed) for the added p50/p99.
 
+Rows (c) and (d) also give the gateway processes' CPU time per call (user + system,
+from /proc): on a shared machine a steadier figure than requests/s. Row (d) says how many
+of its processes took a share of the load.
+
 ``--profile`` also runs py-spy (``uvx py-spy``; needs the network once, or py-spy on
-PATH) against the one-worker gateway under load and prints its top functions.
+PATH) against the one-worker gateway under load and prints its top functions and the
+call's CPU by stage.
 """
 
 from __future__ import annotations
@@ -266,13 +272,41 @@ def wrk(
     return Result(rps, p50, p99, "; ".join(errors))
 
 
-def row(label: str, res: Result) -> None:
+def row(label: str, res: Result, cpu_us: float | None = None) -> None:
     note = f"   ({res.errors})" if res.errors else ""
-    print(f"  {label:44} {res.rps:10.0f} {res.p50_ms:9.3f} {res.p99_ms:9.3f}{note}")
+    cpu = f" {cpu_us:9.0f}" if cpu_us is not None else f" {'':9}"
+    print(f"  {label:44} {res.rps:10.0f} {res.p50_ms:9.3f} {res.p99_ms:9.3f}{cpu}{note}")
 
 
-def profile(pid: int, seconds: float, root: Path) -> None:
-    """py-spy's view of one gateway process under load (top functions, own and total)."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loaded(
+    gws: Gateways,
+    url: str,
+    *,
+    connections: int,
+    duration_s: float,
+    headers: dict[str, str],
+    root: Path,
+) -> tuple[Result, list[float]]:
+    """wrk against the gateways, and the CPU seconds each gateway process used meanwhile."""
+    before = [cpu_seconds(p.pid) for p in gws.procs]
+    res = wrk(url, connections=connections, duration_s=duration_s, headers=headers, root=root)
+    used = [cpu_seconds(p.pid) - b for p, b in zip(gws.procs, before, strict=True)]
+    return res, used
+
+
+def cpu_per_call_us(res: Result, used: list[float], duration_s: float) -> float:
+    return sum(used) / max(res.rps * duration_s, 1.0) * 1e6
+
+
+def profile(pid: int, seconds: float, root: Path, cpu_us: float | None = None) -> None:
+    """py-spy's view of one gateway process under load: top functions by own time, and
+    the call's CPU by stage (``cpu_us``: the measured CPU per call, to print microseconds)."""
     spy = shutil.which("py-spy")
     argv = [spy] if spy else ["uvx", "py-spy"]
     out = root / "profile.txt"
@@ -310,7 +344,59 @@ def profile(pid: int, seconds: float, root: Path) -> None:
     print(f"  py-spy: {samples} samples; top functions by own time (share of samples):")
     for name, count in sorted(own.items(), key=lambda kv: -kv[1])[:25]:
         print(f"    {count / samples * 100:5.1f}%  {name}")
+    per_stage = stage_shares(out)
+    busy = sum(per_stage.values())
+    print("  where one call's CPU goes (each sample to the innermost stage on its stack):")
+    for stage, share in sorted(per_stage.items(), key=lambda kv: -kv[1]):
+        us = f"{share / busy * cpu_us:7.1f} us" if cpu_us else ""
+        print(f"    {share * 100:5.1f}%  {us}  {stage}")
     print(f"  raw stacks in {out} (flamegraph: py-spy record --format flamegraph)")
+
+
+#: Stages of a call, matched against py-spy frames ("function (path:line)"), innermost first.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("response writes to the caller (uvicorn, send syscall)", ("RequestResponseCycle.send",)),
+    ("upstream call (HTTP/1.1 client, send/recv)", ("aimp_gateway/upstream.py",
+                                                    "aimp_gateway/http1.py")),
+    ("throttle (batched Redis script, redis-py)", ("aimp_gateway/throttle.py",
+                                                   "aimp_core/ratelimit/", "redis/")),
+    ("request event (queue, JSON, Kafka sender)", ("aimp_core/publisher.py", "aiokafka/",
+                                                   "aimp_gateway/outcomes.py")),
+    ("JWT verification and RBAC", ("aimp_gateway/tokens.py", "aimp_core/auth.py", "jwt/",
+                                   "authlib/", "joserfc/")),
+    ("routing, balancing, fuses", ("aimp_gateway/router.py", "aimp_gateway/balancer.py",
+                                   "aimp_gateway/fuse", "aimp_gateway/breaker.py",
+                                   "aimp_gateway/outlier.py", "aimp_gateway/revisions.py",
+                                   "aimp_gateway/bulkhead.py", "aimp_gateway/retry_budget.py",
+                                   "aimp_gateway/policy.py", "aimp_gateway/paths.py",
+                                   "aimp_gateway/routes.py", "aimp_gateway/windows.py")),
+    ("trace context and metrics", ("aimp_core/tracing.py", "aimp_core/metrics.py",
+                                   "prometheus_client/")),
+    ("data-plane glue (proxy, headers, dispatch)", ("aimp_gateway/proxy.py",
+                                                    "aimp_gateway/headers.py",
+                                                    "aimp_gateway/asgi.py")),
+    ("HTTP server: accept, parse, ASGI task (uvicorn, httptools)", ("uvicorn/",
+                                                                    "aimp_core/serve.py")),
+)  # fmt: skip
+
+
+def stage_shares(raw: Path) -> dict[str, float]:
+    """Share of all samples per stage; the rest is the event loop itself (uvloop's I/O
+    polling and reads, task switching) and whatever else the process runs."""
+    counts: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        samples += count
+        stage = "event loop: polling, socket reads, task switches"
+        for frame in reversed(stack.split(";")):
+            found = next((name for name, marks in STAGES if any(m in frame for m in marks)), None)
+            if found is not None:
+                stage = found
+                break
+        counts[stage] = counts.get(stage, 0) + count
+    return {stage: n / max(samples, 1) for stage, n in counts.items()}
 
 
 def main() -> None:
@@ -375,7 +461,7 @@ def main() -> None:
         conns, dur = args.connections, args.duration
         results: dict[str, Result] = {}
         print(f"\nthroughput: wrk -t1 -c{conns} -d{dur:g}s, keep-alive, GET returning 'ok'")
-        print(f"  {'row':44} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9}")
+        print(f"  {'row':44} {'req/s':>10} {'p50 ms':>9} {'p99 ms':>9} {'CPU us/call':>9}")
         results["a"] = wrk(direct, connections=conns, duration_s=dur, headers={}, root=root)
         row("(a) direct to the upstream", results["a"])
         results["b"] = wrk(nginx_url, connections=conns, duration_s=dur, headers={}, root=root)
@@ -388,9 +474,12 @@ def main() -> None:
         assert check.status_code == 200 and check.text == "ok", check.text
         wrk(gw_url, connections=conns, duration_s=2, headers=auth, root=root)  # warm-up
         evals0 = redis_script_calls(redis.url)
-        results["c"] = wrk(gw_url, connections=conns, duration_s=dur, headers=auth, root=root)
+        results["c"], used = loaded(
+            gws, gw_url, connections=conns, duration_s=dur, headers=auth, root=root
+        )
         evals = redis_script_calls(redis.url) - evals0
-        row("(c) gateway, 1 worker, full pipeline", results["c"])
+        cpu_c = cpu_per_call_us(results["c"], used, dur)
+        row("(c) gateway, 1 worker, full pipeline", results["c"], cpu_c)
 
         delay_ms = args.paced_connections / args.rate * 1000.0
         paced: dict[str, Result] = {}
@@ -414,7 +503,7 @@ def main() -> None:
             )
             load.start()
             time.sleep(1)
-            profile(gws.procs[0].pid, dur, root)
+            profile(gws.procs[0].pid, dur, root, cpu_c)
             load.join()
         gws.stop()
         gws = None
@@ -423,8 +512,20 @@ def main() -> None:
         auth = {"Authorization": f"Bearer {token(gws.url)}"}
         gw_url = f"{gws.url}/svc/{SERVICE}/x"
         wrk(gw_url, connections=conns, duration_s=2, headers=auth, root=root)  # warm-up
-        results["d"] = wrk(gw_url, connections=conns, duration_s=dur, headers=auth, root=root)
-        row(f"(d) gateway, {cores} workers (SO_REUSEPORT)", results["d"])
+        results["d"], used = loaded(
+            gws, gw_url, connections=conns, duration_s=dur, headers=auth, root=root
+        )
+        busy = sum(u > 0.2 * dur / cores for u in used)
+        row(
+            f"(d) gateway, {cores} workers (SO_REUSEPORT)",
+            results["d"],
+            cpu_per_call_us(results["d"], used, dur),
+        )
+        print(
+            f"      {busy} of {len(gws.procs)} worker processes served the load (CPU s each: "
+            + ", ".join(f"{u:.1f}" for u in used)
+            + ")"
+        )
         gws.stop()
         gws = None
 
@@ -453,8 +554,9 @@ def main() -> None:
                 "p99 under +1 ms)"
             )
         print(
-            f"  throttle: {evals} Redis script calls during row (c)'s "
-            f"{c.rps * dur:.0f} calls (one per call expected)"
+            f"  throttle: {evals} Redis script calls for row (c)'s {c.rps * dur:.0f} calls "
+            f"({c.rps * dur / max(evals, 1):.1f} checks per call of the script: the checks of one "
+            "event-loop turn go together)"
         )
         print(
             f"\nnote: wrk, the upstream, nginx, Redis, Tansu and the gateway share the "

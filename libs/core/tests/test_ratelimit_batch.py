@@ -92,7 +92,9 @@ def test_check_many_equals_checks_one_by_one(
 def _compiled(fields: LimitFields) -> Compiled:
     client = f"c-{uuid.uuid4().hex[:8]}"
     rule = PolicyRule(f"p-{uuid.uuid4().hex[:6]}", client, None, False, fields)
-    applied: list[Applied] = list(Resolver(Snapshot(policies=(rule,)), None).applicable(client, "s"))
+    applied: list[Applied] = list(
+        Resolver(Snapshot(policies=(rule,)), None).applicable(client, "s")
+    )
     return Compiled.of(applied, time.time_ns() // 1000)
 
 
@@ -107,7 +109,7 @@ async def test_concurrent_checks_share_one_script_call(redis_url: str) -> None:
         sent.append(int(args[0]))
         return await many(keys=keys, args=args)
 
-    limiter._check_many = counting  # type: ignore[method-assign,assignment]
+    limiter._check_many = counting  # type: ignore[assignment]
     burst = _compiled(LimitFields(rate=0.001, burst=5))
     capped = _compiled(LimitFields(rate=1000, burst=1000, concurrency=3))
     verdicts = await asyncio.gather(*(limiter.check(burst) for _ in range(8)))

@@ -270,6 +270,7 @@ TEST_CLIENTS = {
     "triton-app": ["invoker"],
     "eject-app": ["invoker"],
     "retry-app": ["invoker"],
+    "notsent-app": ["invoker"],
     "stream-app": ["invoker"],
 }
 #: A low limit so that 429 is reachable in a test: 2 calls/s, bursts of 20.

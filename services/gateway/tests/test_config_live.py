@@ -173,6 +173,23 @@ def test_weight_change_applies_in_the_other_gateway_within_a_second(pair: Pair) 
     assert took < 1.0
 
 
+def test_a_stale_number_in_redis_does_not_hide_the_same_number_announced_now(
+    pair: Pair,
+) -> None:
+    """A version number left in Redis by an earlier database (reset, another cluster) does
+    not hide the announcement of that same number now: B still applies it within 1 s."""
+    coming = pair.head() + 1
+    redis = Redis.from_url(pair.redis_url)
+    redis.set(VERSION_KEY, coming)  # left over: SQL has no such version yet
+    redis.close()
+    time.sleep(1.2)  # both followers have polled the stale number and found nothing newer
+    url = f"{pair.a.url}/admin/config/services/{pair.service}"
+    resp = httpx.put(url, json=_canary(15), headers=pair.auth("live-config"))
+    assert resp.status_code in (200, 201), resp.text
+    assert int(resp.headers["ETag"].strip('"')) == coming
+    _wait(lambda: pair.b.live.snapshot.version >= coming, timeout_s=1.0)
+
+
 def test_a_missed_message_still_applies_through_the_version_check(pair: Pair) -> None:
     """A version stored and announced only in the key (no pub/sub message) applies in both."""
     store = ConfigStore(make_engine(pair.sql_url))

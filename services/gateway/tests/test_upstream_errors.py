@@ -86,7 +86,7 @@ def test_a_dead_instance_is_ejected_after_one_refusal(gateway, register_instance
             assert resp.status_code == 200
             served.append(resp.headers["x-aimp-instance"])
         state = http.get(f"{gateway.url}/admin/routing", headers=admin).json()
-    assert set(served) == live_ids
+    assert set(served) <= live_ids  # the dead one never answered (the balancer picks)
     assert state["discovery"]["mode"] == "stream" and state["discovery"]["connected"]
     rows = {r["instance_id"]: r for r in state["services"][name]["instances"]}
     assert rows[dead_id]["ejected"] and not rows[dead_id]["routable"]
@@ -150,3 +150,55 @@ def test_broken_call_is_retried_only_when_idempotent(  # type: ignore[no-untyped
     assert {r.headers["x-aimp-instance"] for r in gets} == {live}
     metrics = httpx.get(f"{gateway.url}/metrics").text
     assert f'aimp_gateway_upstream_retries_total{{reason="broken",service="{name}"}}' in metrics
+
+
+class _NotSent(socketserver.StreamRequestHandler):
+    """A sidecar whose model server is gone: every call gets 503 + x-aimp-not-sent."""
+
+    def handle(self) -> None:
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                chunk = self.rfile.readline()
+                if not chunk:
+                    return
+                head += chunk
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            self.rfile.read(length)
+            body = b'{"error": "model server gone"}'
+            self.wfile.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nx-aimp-not-sent: 1\r\nRetry-After: 1\r\n"
+                b"content-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+
+
+@pytest.fixture
+def not_sent_server() -> Iterator[int]:
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _NotSent)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_call_the_sidecar_never_sent_goes_to_another_instance(  # type: ignore[no-untyped-def]
+    gateway, register_instance, not_sent_server: int
+) -> None:
+    """A POST answered 503 + x-aimp-not-sent (model server gone) is resent to a live pod: 200."""
+    headers = gateway.auth("notsent-app")
+    name = f"notsent-{uuid.uuid4().hex[:6]}"
+    register_instance(name.upper(), not_sent_server)
+    live = register_instance(name.upper(), gateway.upstream.port)
+    _wait_routable(gateway, name, headers)
+    url = f"{gateway.url}/svc/{name}/echo/x"
+    with httpx.Client() as http:
+        posts = [http.post(url, headers=headers, content=b"1") for _ in range(4)]
+    assert [r.status_code for r in posts] == [200] * 4
+    assert {r.headers["x-aimp-instance"] for r in posts} == {live}

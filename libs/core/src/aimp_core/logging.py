@@ -7,8 +7,9 @@ import re
 import sys
 from typing import Any
 
-from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
+
+from aimp_core.tracing import current_trace_id
 
 _SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|authorization|api[_-]?key)", re.I)
 _BEARER = re.compile(r"(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.I)
@@ -38,9 +39,9 @@ class _Formatter(JsonFormatter):
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         log_data["service"] = self.service
-        span = trace.get_current_span().get_span_context()
-        if span.is_valid:
-            log_data["trace_id"] = format(span.trace_id, "032x")
+        trace_id = current_trace_id()  # a recorded span's, or the lean trace context's
+        if trace_id:
+            log_data["trace_id"] = trace_id
         cleaned = redact(log_data)
         assert isinstance(cleaned, dict)
         return cleaned

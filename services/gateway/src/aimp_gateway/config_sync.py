@@ -2,10 +2,12 @@
 
 SQL holds the versions (:mod:`aimp_gateway.config_store`); Redis only says
 that a new one exists. A writer commits, applies the new version in its own
-gateway at once, then sets ``VERSION_KEY`` and publishes the number on
-``CHANNEL`` (one transaction). Each gateway's :class:`ConfigFollower` waits on
-the channel and, message or not, reads the key every ``poll_s``; a newer
-number makes it load the newest version from SQL (in a worker thread) and
+gateway at once, then sets ``VERSION_KEY`` to ``<version>:<nonce>`` and
+publishes it on ``CHANNEL`` (one transaction). Each gateway's
+:class:`ConfigFollower` waits on the channel and, message or not, reads the key
+every ``poll_s``; an announcement it has not seen (the nonce tells a new one
+from a number left by an earlier database) naming a newer version makes it
+load the newest version from SQL (in a worker thread) and
 swap ``live.snapshot`` whole. So a lost message delays a change by at most
 ``poll_s``. Redis channels ignore database numbers, so a message may come
 from another deployment sharing the server: the key, not the message, decides.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,17 +56,27 @@ def load_snapshot(store: ConfigStore) -> ConfigSnapshot:
 
 
 async def announce(redis: Redis, version: int) -> None:
-    """Tell every gateway that ``version`` is stored."""
+    """Tell every gateway that ``version`` is stored.
+
+    The key holds ``<version>:<nonce>``, fresh for each announcement, so that a number
+    left in Redis by an earlier database (reset, restored, or another cluster on the
+    same Redis) is never mistaken for this announcement of the same number.
+    """
+    token = f"{version}:{secrets.token_hex(8)}"
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.set(VERSION_KEY, version)
-        pipe.publish(CHANNEL, version)
+        pipe.set(VERSION_KEY, token)
+        pipe.publish(CHANNEL, token)
         await pipe.execute()
 
 
-async def announced_version(redis: Redis) -> int | None:
+async def announced(redis: Redis) -> tuple[str, int] | None:
+    """The last announcement: (its token, the version it names), or None."""
     raw = await redis.get(VERSION_KEY)
+    if raw is None:
+        return None
+    token = raw.decode() if isinstance(raw, bytes) else str(raw)
     try:
-        return None if raw is None else int(raw)
+        return token, int(token.split(":", 1)[0])
     except ValueError:
         return None
 
@@ -89,7 +102,7 @@ class ConfigFollower:
         self._clock = clock
         self._next_sql_check = 0.0
         self._redis_down = False
-        self._announced: int | None = None
+        self._announced: str | None = None
         #: A stored version that failed to load: not retried until a newer one comes.
         self._broken = 0
         self._loop = Loop("gateway-config", self._follow)
@@ -143,13 +156,13 @@ class ConfigFollower:
 
     async def refresh(self) -> bool:
         """One check: the announced version (Redis), and SQL itself when its turn has come."""
-        announced = await announced_version(self.redis)
+        last = await announced(self.redis)
         changed = False
-        # Act on a number once: one that loads nothing newer (a lower number left by a
-        # slower writer) is not looked up again on every poll.
-        if announced is not None and announced != self._announced:
-            self._announced = announced
-            changed = await self.load_newer(announced)
+        # Act on an announcement once: one that loads nothing newer (a lower number left
+        # by a slower writer) is not looked up again on every poll.
+        if last is not None and last[0] != self._announced:
+            self._announced = last[0]
+            changed = await self.load_newer(last[1])
         if not changed and self._clock() >= self._next_sql_check:
             changed = await self.check_sql()
         return changed

@@ -12,8 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,16 +26,16 @@ from aimp_core.errors import (
     ServiceUnavailable,
     problem,
 )
-from aimp_core.events import TOPIC_REQUESTS, RequestEvent
+from aimp_core.events import TOPIC_REQUESTS
 from aimp_core.kafka import EventPublisher
 from aimp_core.registry_client import META_REVISION, Instance
-from aimp_core.tracing import current_trace_id, inject_headers
+from aimp_core.tracing import current_trace_id, current_traceparent
 from aimp_gateway import fuse_gate
 from aimp_gateway.backflow import BackflowSampler
 from aimp_gateway.breaker import Permit
 from aimp_gateway.fuses import RETRY_BUDGET_EXHAUSTED, Fuses, ServiceFuses
 from aimp_gateway.headers import downstream_response_headers, upstream_request_headers
-from aimp_gateway.outcomes import CLIENT_CLOSED, outcome_for
+from aimp_gateway.outcomes import CLIENT_CLOSED, outcome_for, request_event
 from aimp_gateway.outlier import Failure
 from aimp_gateway.paths import OIP_ROUTE, SVC_ROUTE, Call, upstream_target
 from aimp_gateway.policy import LiveConfig, ServicePolicy
@@ -61,6 +60,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 #: Where the dispatcher leaves the parsed :class:`~aimp_gateway.paths.Call` in the scope.
 CALL_KEY = "aimp.call"
+#: A sidecar's 503 carries this when its model server refused the connection: not sent.
+NOT_SENT_HEADER = b"x-aimp-not-sent"
 #: The response header naming the instance that answered (when switched on).
 INSTANCE_HEADER = b"x-aimp-instance"
 #: RFC 9110 §9.2.2: repeating these has the effect of sending them once, so a call
@@ -82,32 +83,65 @@ class ClientGone(Exception):
     """The caller disconnected before its request body arrived."""
 
 
+def has_body(scope: Scope) -> bool:
+    """Does the request announce a body (RFC 9112 §6.3: only ``Content-Length`` or
+    ``Transfer-Encoding`` do; without them the message ended with its head)?"""
+    for name, _ in scope["headers"]:
+        if name == b"content-length" or name == b"transfer-encoding":
+            return True
+    return False
+
+
 async def read_body(receive: Receive, limit: int, *, timeout_s: float | None = None) -> bytes:
     """The whole request body, refusing more than ``limit`` bytes with 413 and a body
-    that takes longer than ``timeout_s`` in all (a client trickling it) with 408."""
-    chunks: list[bytes] = []
-    size = 0
+    that takes longer than ``timeout_s`` in all (a client trickling it) with 408.
+
+    ``timeout_s=None``: no deadline (for a request without a body, whose message is
+    complete already: its one ``receive`` never waits, and a timer would only cost time).
+    """
+    got = _Received()
+    if timeout_s is None:
+        return await _receive_all(receive, limit, got)
     try:
         async with asyncio.timeout(timeout_s):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    raise ClientGone
-                chunk = message.get("body", b"")
-                if chunk:
-                    size += len(chunk)
-                    if size > limit:
-                        raise PayloadTooLarge(
-                            f"the request body is larger than {limit} bytes; send smaller batches"
-                        )
-                    chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return await _receive_all(receive, limit, got)
     except TimeoutError:
         raise RequestTimeout(
-            f"the request body did not arrive within {timeout_s:g} s ({size} bytes came); "
+            f"the request body did not arrive within {timeout_s:g} s ({got.size} bytes came); "
             "send it at once, or in smaller calls on a slow link"
         ) from None
+
+
+class _Received:
+    __slots__ = ("size",)
+
+    def __init__(self) -> None:
+        self.size = 0
+
+
+async def _receive_all(receive: Receive, limit: int, got: _Received) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            got.size += len(chunk)
+            if got.size > limit:
+                raise PayloadTooLarge(
+                    f"the request body is larger than {limit} bytes; send smaller batches"
+                )
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            if len(chunks) == 1:
+                return chunks[0]
+            return b"".join(chunks)
+
+
+def _not_sent(raw_headers: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Did the sidecar say the call never reached its model server (``x-aimp-not-sent``)?"""
+    return any(key.lower() == NOT_SENT_HEADER for key, _ in raw_headers)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -339,7 +373,11 @@ class DataPlane:
             done.fallback = True
             return fuse_gate.fallback_answer(service, policy.fallback, refusal.reason)
         try:
-            body = await read_body(receive, self.max_body_bytes, timeout_s=self.body_timeout_s)
+            body = await read_body(
+                receive,
+                self.max_body_bytes,
+                timeout_s=self.body_timeout_s if has_body(scope) else None,
+            )
             done.bytes_in = len(body)
             done.request_body = body
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
@@ -354,7 +392,7 @@ class DataPlane:
                 scope["headers"],
                 client_ip=client[0] if client else None,
                 request_id=scope["state"]["request_id"],
-                traceparent=inject_headers({}).get("traceparent", ""),
+                traceparent=current_traceparent(),
             )
             route_timeout_s = call.route.timeout_s if call.route is not None else None
             timeout_s = route_timeout_s or policy.timeout_s or self.upstream.total_timeout_s
@@ -474,6 +512,17 @@ class DataPlane:
             held.release()
             raise
         latency_s = resp.upstream_ms / 1000.0
+        if resp.status == 503 and _not_sent(resp.raw_headers):
+            # The pod's sidecar could not reach its model server (crashed, restarting): the
+            # call never left the pod, so sending it elsewhere is as safe as after a refused
+            # connection, and the pod is out of rotation until it answers again.
+            router.failed(instance, Failure.CONNECT, latency_s)
+            held.ended(failed=True, duration_s=latency_s)
+            raise ConnectFailed(
+                f"the service instance {instance.instance_id!r} could not reach its model "
+                "server; the call was not sent",
+                gone=True,
+            )
         router.answered(instance, resp.status, latency_s)
         held.answered(resp.status, latency_s)
         return resp
@@ -524,8 +573,7 @@ class DataPlane:
         upstream_ms: float,
     ) -> None:
         instance = done.instance
-        event = RequestEvent(
-            event_id=uuid.uuid4().hex,
+        event = request_event(
             ts=ts,
             trace_id=current_trace_id(),
             request_id=scope["state"]["request_id"],
@@ -544,4 +592,4 @@ class DataPlane:
             if done.fallback
             else outcome_for(done.status, from_upstream=done.from_upstream),
         )
-        self.publisher.publish(TOPIC_REQUESTS, service, event.model_dump())
+        self.publisher.publish(TOPIC_REQUESTS, service, event)

@@ -1,19 +1,19 @@
-"""The limiter adapter: one script call per decision, and a local limiter when Redis is gone.
+"""The limiter adapter: one script call per loop turn, and a local limiter when Redis is gone.
 
 :meth:`Limiter.check` decides a call with one ``EVALSHA`` of
 :data:`aimp_core.ratelimit.lua.CHECK` over every applicable limit. Checks are
 micro-batched: all those issued in the same event-loop turn go to Redis as one
 ``EVALSHA`` of :data:`~aimp_core.ratelimit.lua.CHECK_MANY` (each call still gets its
 own exact verdict, decided as if alone), so a busy gateway pays one command's
-client-side work and one round trip per turn instead of per call. Redis unreachable or slow never hangs a call:
-the client's socket timeout bounds the wait, the limiter marks Redis down,
-and from then on calls are decided at once without Redis: refused when a
-limit fails closed, else by a local limiter that gives this process its share
-(rate and burst divided by the live members last counted in Redis). A
-background task probes Redis every ``probe_interval_s`` and switches back by
-itself; while Redis is up it records this process's heartbeat (so every
-member knows how many share the limits) and renews the leases of calls still
-in flight, so a lease outlives a long call but not a crashed process.
+client-side work and one round trip per turn instead of per call. Redis
+unreachable or slow never hangs a call: the client's socket timeout bounds the
+wait, the limiter marks Redis down, and from then on calls are decided at once
+without Redis: refused when a limit fails closed, else by a local limiter that
+gives this process its share (rate and burst divided by the live members last
+counted in Redis). A background task probes Redis every ``probe_interval_s`` and
+switches back by itself; while Redis is up it records this process's heartbeat
+(so every member knows how many share the limits) and renews the leases of
+calls still in flight, so a lease outlives a long call but not a crashed process.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ MAX_LOCAL_KEYS = 100_000
 _EMPTY = LimitState()
 Mode = Literal["redis", "local", "closed"]
 #: One queued check: its CHECK keys and arguments, and where its reply goes.
-_Pending = tuple[tuple[str, ...], list[str | int], asyncio.Future[Any]]
+_Pending = tuple[tuple[bytes, ...], list[bytes | str | int], asyncio.Future[Any]]
 #: Checks per script call at most: Redis runs a script alone, so a very large batch would
 #: hold up every other client (~10-20 us of Redis time per check); more go in several calls.
 MAX_BATCH = 64
@@ -65,6 +65,10 @@ class Compiled:
     named: tuple[tuple[str, LimitSpec], ...]
     policy_header: str
     fail_open: bool
+    #: ``keys`` and the applied count plus ``tail`` as the bytes Redis receives, encoded
+    #: once here instead of by the client on every call.
+    wire_keys: tuple[bytes, ...] = ()
+    wire_tail: tuple[bytes, ...] = ()
 
     @classmethod
     def of(cls, applied: Sequence[Applied], now_us: int) -> Compiled:
@@ -84,6 +88,8 @@ class Compiled:
             named=named,
             policy_header=policy_header(named, now_us),
             fail_open=all(a.fail_open for a in applied),
+            wire_keys=tuple(k.encode() for k in keys),
+            wire_tail=tuple(b"%d" % v for v in (len(applied), *tail)),
         )
 
 
@@ -109,7 +115,8 @@ class Verdict:
 
 
 def _numbers(raw: Sequence[int], count: int) -> tuple[Numbers, ...]:
-    return tuple(Numbers(*(int(v) for v in raw[5 + 5 * i : 10 + 5 * i])) for i in range(count))
+    """The per-limit numbers of a CHECK reply (Redis integer replies are ints already)."""
+    return tuple(Numbers(*raw[5 + 5 * i : 10 + 5 * i]) for i in range(count))
 
 
 def _now_us() -> int:
@@ -136,6 +143,7 @@ class Limiter:
         #: is away (gateways do; a throttle service answering a few checks does not).
         self.member = member
         self.lease_ttl_us = int(lease_ttl_s * 1_000_000)
+        self._lease_ttl_arg = b"%d" % self.lease_ttl_us
         self.probe_interval_s = probe_interval_s
         self.heartbeat_s = heartbeat_s
         self.member_ttl_ms = int(member_ttl_s * 1000)
@@ -171,10 +179,10 @@ class Limiter:
         if not self.available:
             return self._local_check(compiled)
         lease_id = f"{self.member_id}:{next(self._ids)}" if compiled.lease_keys else ""
-        args: list[str | int] = [0, lease_id, self.lease_ttl_us, len(compiled.applied)]
-        args.extend(compiled.tail)
+        args: list[bytes | str | int] = [b"0", lease_id, self._lease_ttl_arg]
+        args += compiled.wire_tail
         try:
-            raw = await self._submit(compiled.keys, args)
+            raw = await self._submit(compiled.wire_keys, args)
         except REDIS_ERRORS as exc:
             self._went_down(exc)
             return self._local_check(compiled)
@@ -193,7 +201,9 @@ class Limiter:
             lease_id=lease_id if allowed else "",
         )
 
-    def _submit(self, keys: tuple[str, ...], args: list[str | int]) -> asyncio.Future[Any]:
+    def _submit(
+        self, keys: tuple[bytes, ...], args: list[bytes | str | int]
+    ) -> asyncio.Future[Any]:
         """Queue one CHECK for the end of this loop turn; the future gets its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -218,8 +228,8 @@ class Limiter:
                 keys, args, _ = batch[0]
                 replies = [await self._check(keys=keys, args=args)]
             else:
-                all_keys: list[str] = []
-                all_args: list[str | int] = [len(batch)]
+                all_keys: list[bytes] = []
+                all_args: list[bytes | str | int] = [len(batch)]
                 for keys, args, _ in batch:
                     all_args += (len(keys), len(args))
                 for keys, args, _ in batch:
