@@ -147,6 +147,9 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
         poll_s=settings.gateway_config_poll_s,
         sql_poll_s=settings.gateway_config_sql_poll_s,
     )
+    # The config center's throttle block overrides the settings' default limit, live.
+    throttle.config_changed(live.snapshot)
+    follower.listeners.append(throttle.config_changed)
     plane = DataPlane(
         verifier=verifier,
         throttle=throttle,

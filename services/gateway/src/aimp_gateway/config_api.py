@@ -1,4 +1,5 @@
-"""``/admin/config/...``: the config center's HTTP API (read: operator and up; write: admin:config).
+"""``/admin/config/...``: the config center's HTTP API (read: operator and up; write: admin:config;
+the default throttle limit also admin:throttle).
 
 Every write stores a new version of the whole configuration, applies it in
 this gateway at once and in every other within a second
@@ -17,7 +18,13 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from aimp_core.audit import AuditLog
-from aimp_core.auth import Principal, can_manage_config, can_read_admin, require
+from aimp_core.auth import (
+    Principal,
+    can_manage_config,
+    can_manage_throttle,
+    can_read_admin,
+    require,
+)
 from aimp_core.errors import AimpError, BadRequest, Conflict, NotFound, request_id_of
 from aimp_gateway.config_schemas import (
     ROUTE_ID_PATTERN,
@@ -31,6 +38,8 @@ from aimp_gateway.config_schemas import (
     RouteWrite,
     ServiceConfigPublic,
     ServiceConfigWrite,
+    ThrottleConfigPublic,
+    ThrottleConfigWrite,
     VersionPublic,
 )
 from aimp_gateway.config_store import (
@@ -42,6 +51,7 @@ from aimp_gateway.config_store import (
 )
 from aimp_gateway.config_sync import ConfigCenter
 from aimp_gateway.state import GatewayDep
+from aimp_gateway.throttle import effective_default
 
 router = APIRouter(prefix="/admin/config", tags=["config"])
 #: Version numbers fit SQL's 32-bit INTEGER (a larger one cannot exist).
@@ -67,6 +77,13 @@ async def _writer(request: Request, gw: GatewayDep) -> Principal:
     return principal
 
 
+async def _throttle_writer(request: Request, gw: GatewayDep) -> Principal:
+    principal = gw.plane.verifier.verify(request.headers.get("authorization"))
+    allowed = can_manage_config(principal.roles) or can_manage_throttle(principal.roles)
+    require(allowed, "changing the gateway's default throttle limit")
+    return principal
+
+
 async def _reader(request: Request, gw: GatewayDep) -> Principal:
     principal = gw.plane.verifier.verify(request.headers.get("authorization"))
     require(can_read_admin(principal.roles), "reading the gateway configuration")
@@ -76,6 +93,7 @@ async def _reader(request: Request, gw: GatewayDep) -> Principal:
 CenterDep = Annotated[ConfigCenter, Depends(_center)]
 AuditDep = Annotated[AuditLog, Depends(_audit)]
 Writer = Annotated[Principal, Depends(_writer)]
+ThrottleWriter = Annotated[Principal, Depends(_throttle_writer)]
 Reader = Annotated[Principal, Depends(_reader)]
 ServiceName = Annotated[str, Path(pattern=SERVICE_PATTERN, examples=["resnet"])]
 RouteIdPath = Annotated[str, Path(pattern=ROUTE_ID_PATTERN, examples=["shop-api"])]
@@ -175,7 +193,9 @@ def get_config(center: CenterDep, _: Reader, response: Response) -> ConfigPublic
     )
 
 
-@router.put("", summary="Replace the whole configuration (services and routes) in one version")
+@router.put(
+    "", summary="Replace the whole configuration (services, routes, throttle) in one version"
+)
 async def put_config(
     body: ConfigDocument,
     request: Request,
@@ -356,6 +376,66 @@ async def delete_route(
     old = next(r for r in before.document["routes"] if r["route_id"] == route_id)
     _record(audit, request, who, change.action, target, old, None)
     return Response(status_code=204, headers={"ETag": f'"{after.version}"'})
+
+
+# -- the default throttle limit -----------------------------------------------------------
+
+
+def _throttle_public(
+    gw: GatewayDep, config: ThrottleConfigWrite, version: int
+) -> ThrottleConfigPublic:
+    effective = effective_default(gw.plane.throttle.base_default, config.to_policy())
+    return ThrottleConfigPublic(
+        **config.model_dump(),
+        version=version,
+        effective_rate_per_s=effective.rate,
+        effective_burst=effective.burst,
+        effective_on_redis_down=effective.on_redis_down,
+    )
+
+
+@router.get(
+    "/throttle",
+    summary="The default limit of clients no throttle policy or plan covers",
+)
+def get_throttle(
+    center: CenterDep, gw: GatewayDep, _: Reader, response: Response
+) -> ThrottleConfigPublic:
+    stored = center.store.latest()
+    config = ConfigDocument.model_validate(stored.document).throttle
+    _etag(response, stored.version)
+    return _throttle_public(gw, config, stored.version)
+
+
+@router.put(
+    "/throttle",
+    summary="Set the default limit (fields left out keep this gateway's settings)",
+    responses={412: {"description": "If-Match is stale"}},
+)
+async def put_throttle(
+    body: ThrottleConfigWrite,
+    request: Request,
+    response: Response,
+    center: CenterDep,
+    audit: AuditDep,
+    gw: GatewayDep,
+    who: ThrottleWriter,
+    if_match: IfMatch = None,
+    comment: Comment = "",
+) -> ThrottleConfigPublic:
+    target = "config/throttle"
+    change = Change(who.subject, "config.throttle.put", target, comment, _expected(if_match))
+
+    def put(doc: ConfigDocument) -> ConfigDocument:
+        doc.throttle = body
+        return doc
+
+    before, after = await _store(center, change, put)
+    if after.version != before.version:
+        old = before.document.get("throttle")
+        _record(audit, request, who, change.action, target, old, body.model_dump(mode="json"))
+    _etag(response, after.version)
+    return _throttle_public(gw, body, after.version)
 
 
 # -- history and rollback -----------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aimp_core.ratelimit.limits import MAX_BURST, MAX_RATE_PER_S, MIN_RATE_PER_S
 from aimp_gateway.policy import (
     DEFAULT_PIN_HEADER,
     BreakerPolicy,
@@ -27,6 +28,7 @@ from aimp_gateway.policy import (
     RevisionWeight,
     Route,
     ServicePolicy,
+    ThrottleDefault,
 )
 from aimp_gateway.routes import normalize_prefix, reserved_conflict
 
@@ -283,11 +285,61 @@ class RouteEntry(RouteWrite):
     route_id: RouteId
 
 
+class ThrottleConfigWrite(_Doc):
+    """``PUT /admin/config/throttle``: the default limit of clients no throttle policy or plan
+    covers. A field left out keeps this gateway's setting (``AIMP_GATEWAY_RATE_PER_S``,
+    ``AIMP_GATEWAY_RATE_BURST``, ``AIMP_GATEWAY_THROTTLE_FAIL_OPEN``). Bounds are the
+    throttle service's for policies, so the default is a limit a policy could also be."""
+
+    default_rate_per_s: (
+        Annotated[
+            float,
+            Field(
+                ge=MIN_RATE_PER_S,
+                le=MAX_RATE_PER_S,
+                allow_inf_nan=False,
+                description="Sustained calls per second per client (0.001 to 1e6).",
+            ),
+        ]
+        | None
+    ) = None
+    default_burst: (
+        Annotated[
+            int,
+            Field(ge=1, le=MAX_BURST, description="Calls a client may send at once (1 to 1e6)."),
+        ]
+        | None
+    ) = None
+    on_redis_down: Literal["open", "closed"] | None = Field(
+        default=None,
+        description=(
+            "When Redis is unreachable: 'open' lets calls through a local limiter "
+            "(the rate divided among live gateways), 'closed' refuses them with 503."
+        ),
+    )
+
+    def to_policy(self) -> ThrottleDefault:
+        return ThrottleDefault(self.default_rate_per_s, self.default_burst, self.on_redis_down)
+
+
+class ThrottleConfigPublic(ThrottleConfigWrite):
+    """The stored throttle block, its version, and the default this gateway applies."""
+
+    model_config = ConfigDict(extra="ignore")
+    version: int
+    #: What is in force here: the stored values, the settings' for fields left out.
+    effective_rate_per_s: float
+    effective_burst: int
+    effective_on_redis_down: Literal["open", "closed"]
+
+
 class ConfigDocument(_Doc):
     """A whole configuration: what each stored version holds, and ``PUT /admin/config``'s body."""
 
     services: dict[Service, ServiceConfigWrite] = Field(default_factory=dict)
     routes: list[RouteEntry] = Field(default_factory=list, max_length=10_000)
+    #: Versions stored before this block existed read as "all from the settings".
+    throttle: ThrottleConfigWrite = Field(default_factory=ThrottleConfigWrite)
 
     @field_validator("routes")
     @classmethod
@@ -348,4 +400,5 @@ def to_snapshot(version: int, document: ConfigDocument) -> ConfigSnapshot:
         version=version,
         services=MappingProxyType({n: s.to_policy() for n, s in document.services.items()}),
         routes=tuple(r.to_route(r.route_id) for r in document.routes),
+        throttle_default=document.throttle.to_policy(),
     )

@@ -106,6 +106,8 @@ class ConfigFollower:
         #: A stored version that failed to load: not retried until a newer one comes.
         self._broken = 0
         self._loop = Loop("gateway-config", self._follow)
+        #: Called with each snapshot swapped in (on the event loop; keep them quick).
+        self.listeners: list[Callable[[ConfigSnapshot], None]] = []
 
     def apply(self, snapshot: ConfigSnapshot) -> bool:
         """Swap in ``snapshot`` if it is newer than the one in force; True when swapped."""
@@ -113,6 +115,8 @@ class ConfigFollower:
         if snapshot.version <= current:
             return False
         self.live.snapshot = snapshot
+        for listener in self.listeners:
+            listener(snapshot)
         log.info(
             "gateway configuration applied", extra={"version": snapshot.version, "was": current}
         )

@@ -150,6 +150,19 @@ DEFAULT_POLICY = ServicePolicy()
 
 
 @dataclass(frozen=True)
+class ThrottleDefault:
+    """The config center's say on the default per-client limit (clients no throttle policy
+    or plan covers); a field left None keeps the gateway's setting for it."""
+
+    rate_per_s: float | None = None
+    burst: int | None = None
+    on_redis_down: Literal["open", "closed"] | None = None
+
+
+NO_THROTTLE_OVERRIDE = ThrottleDefault()
+
+
+@dataclass(frozen=True)
 class ConfigSnapshot:
     """One version of the whole live configuration; swapped whole, never changed."""
 
@@ -158,6 +171,7 @@ class ConfigSnapshot:
         default_factory=lambda: MappingProxyType({})
     )
     routes: tuple[Route, ...] = ()
+    throttle_default: ThrottleDefault = NO_THROTTLE_OVERRIDE
 
     def policy(self, service: str) -> ServicePolicy:
         """The policy for ``service`` (lower case), or the defaults when none is set."""

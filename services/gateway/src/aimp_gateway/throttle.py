@@ -5,7 +5,9 @@ through Redis (:class:`aimp_core.ratelimit.sync.Follower`: pub/sub plus a
 version check every ``rules_poll_s``, so a change applies within 1 s). For
 each (client, service) the applicable limits are resolved once and cached
 (:mod:`aimp_core.ratelimit.policies`: a client's own policy, else its plan,
-else a per-client policy, else this gateway's settings-based default limit;
+else a per-client policy, else the default limit: this gateway's settings,
+overridden field by field by the config center's ``throttle`` block (applied
+through :meth:`Throttle.config_changed` when a new version is in force);
 plus per-service and global limits); a call is then one ``EVALSHA``
 (:class:`aimp_core.ratelimit.engine.Limiter`) that admits it against all of
 them or against none.
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
@@ -32,6 +34,7 @@ from aimp_core.ratelimit.engine import Compiled, Limiter, Verdict
 from aimp_core.ratelimit.policies import LimitFields, Resolver, Snapshot
 from aimp_core.ratelimit.responses import refusal, verdict_headers
 from aimp_core.ratelimit.sync import Follower
+from aimp_gateway.policy import ConfigSnapshot, ThrottleDefault
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,16 @@ class Ticket:
     released: bool = False
 
 
+def effective_default(base: LimitFields, override: ThrottleDefault) -> LimitFields:
+    """The default limit in force: ``base`` (the settings) with the config center's fields."""
+    return replace(
+        base,
+        rate=base.rate if override.rate_per_s is None else override.rate_per_s,
+        burst=base.burst if override.burst is None else override.burst,
+        on_redis_down=override.on_redis_down or base.on_redis_down,
+    )
+
+
 def _ascii_headers(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
     return [(k.lower().encode(), v.encode("latin-1", "replace")) for k, v in headers.items()]
 
@@ -92,6 +105,9 @@ class Throttle:
         enabled: bool = True,
     ) -> None:
         self.redis = redis
+        #: The settings' default limit; the config center may override its fields.
+        self.base_default = default
+        #: The default limit in force (``base_default`` plus the live overrides).
         self.default = default
         self.enabled = enabled
         self.limiter = Limiter(
@@ -109,6 +125,20 @@ class Throttle:
     def _rules_changed(self, snapshot: Snapshot) -> None:
         self.resolver = Resolver(snapshot, self.default)
         self._cache = {}
+
+    def config_changed(self, config: ConfigSnapshot) -> None:
+        """A new configuration is in force: take its default limit (once per version, not
+        per call); the rules and the cache stay unless the default really changed."""
+        default = effective_default(self.base_default, config.throttle_default)
+        if default == self.default:
+            return
+        log.info(
+            "default throttle limit changed",
+            extra={"version": config.version, "rate_per_s": default.rate,
+                   "burst": default.burst, "on_redis_down": default.on_redis_down},
+        )  # fmt: skip
+        self.default = default
+        self._rules_changed(self.resolver.snapshot)
 
     def compiled(self, client_id: str, service: str) -> Compiled:
         """The limits of (client, service), resolved once per rule version (and UTC day,
