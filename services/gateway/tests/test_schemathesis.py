@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
@@ -42,6 +43,22 @@ class Target:
     admin: dict[str, str]
 
 
+#: The Redis database (of 16) this module keeps to itself.
+SCHEMATHESIS_REDIS_DB = 13
+
+
+def _own_database(url: str, db: int) -> str:
+    """``url`` pointing at database ``db``, emptied."""
+    base = url.rstrip("/")
+    if base.rsplit("/", 1)[-1].isdigit():
+        base = base.rsplit("/", 1)[0]
+    own = f"{base}/{db}"
+    client = redis.Redis.from_url(own)
+    client.flushdb()
+    client.close()
+    return own
+
+
 @pytest.fixture(scope="module")
 def target(
     tmp_path_factory: pytest.TempPathFactory,
@@ -49,8 +66,13 @@ def target(
     registry_url: str,
     kafka_bootstrap: str,
 ) -> Iterator[Target]:
-    """A gateway of its own, serving, with an admin token."""
+    """A gateway of its own, serving, with an admin token.
+
+    It and its throttle service use a Redis database of their own (emptied first): the
+    random policies and limits schemathesis stores must not reach other tests' gateways.
+    """
     home: Path = tmp_path_factory.mktemp("schemathesis-gateway")
+    redis_url = _own_database(redis_url, SCHEMATHESIS_REDIS_DB)
     creds = home / "credentials.json"
     creds.write_text(json.dumps({"admin": {"username": "admin", "password": ADMIN_PASSWORD}}))
     port, throttle_port = free_port(), free_port()
