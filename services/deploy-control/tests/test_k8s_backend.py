@@ -337,3 +337,91 @@ async def test_a_refusal_by_the_api_server_carries_its_message(tmp_path: Path) -
     assert caught.value.status == 502 and caught.value.api_status == 403
     assert "deployments is forbidden" in caught.value.detail
     assert "rbac.yaml" in caught.value.detail
+
+
+async def test_each_revision_has_its_own_deployment_scaled_and_removed_apart(
+    standin: StandIn, backend: KubernetesBackend
+) -> None:
+    """Adding r2 POSTs a second valid Deployment and Service; pods are listed with their
+    revision; scaling r1 to 0 goes to r1's scale subresource only; remove deletes both."""
+    await backend.start_pod(spec(0, revision="r1"))
+    await backend.start_pod(spec(1, revision="r1"))
+    await backend.start_pod(spec(0, revision="r2"))
+    posts = [r for r in standin.writes() if r.method == "POST"]
+    assert [r.path for r in posts] == [DEPLOYMENTS, SERVICES, DEPLOYMENTS, SERVICES]
+    r2_dep, r2_svc = valid(posts[2].body), valid(posts[3].body)
+    assert r2_dep["metadata"]["name"] == r2_svc["metadata"]["name"] == "iris-r2"
+    assert r2_svc["spec"]["selector"]["aimp.io/revision"] == "r2"
+    assert sorted(standin.deployments) == ["iris-r1", "iris-r2"]
+    listed = [(p.pod_id, p.revision, p.replica) for p in backend.pods("iris")]
+    assert listed == [("iris-0", "r1", 0), ("iris-1", "r1", 1), ("iris-r2-0", "r2", 0)]
+    r2_pod = next(p for p in backend.pods("iris") if p.revision == "r2")
+    assert r2_pod.backend_name is not None and r2_pod.backend_name.startswith("iris-r2-")
+
+    before = len(standin.writes())
+    await backend.stop_pod("iris-1")
+    await backend.stop_pod("iris-0")
+    scales = standin.writes()[before:]
+    assert [(r.method, r.path) for r in scales] == [("PUT", f"{DEPLOYMENTS}/iris-r1/scale")] * 2
+    assert [valid(r.body)["spec"]["replicas"] for r in scales] == [1, 0]
+    assert standin.deployments["iris-r1"]["spec"]["replicas"] == 0  # kept for a rollback
+    assert [p.pod_id for p in backend.pods("iris")] == ["iris-r2-0"]
+
+    await backend.remove("iris")
+    deletes = [r.path for r in standin.writes() if r.method == "DELETE"]
+    assert deletes == [
+        f"{DEPLOYMENTS}/iris-r1",
+        f"{SERVICES}/iris-r1",
+        f"{DEPLOYMENTS}/iris-r2",
+        f"{SERVICES}/iris-r2",
+    ]
+    assert not standin.deployments and not standin.services and backend.pods() == []
+
+
+async def test_a_restarted_backend_sees_every_revision_and_reads_its_logs(
+    standin: StandIn, backend: KubernetesBackend, tmp_path: Path
+) -> None:
+    """A fresh backend lists both revisions' pods from the cluster and finds r2's pod log."""
+    await backend.start_pod(spec(0, revision="r1"))
+    await backend.start_pod(spec(0, revision="r2"))
+    await backend.start_pod(spec(1, revision="r2"))
+    fresh = make_backend(standin.url, tmp_path)
+    await fresh.start()
+    try:
+        assert [p.pod_id for p in fresh.pods("iris")] == ["iris-0", "iris-r2-0", "iris-r2-1"]
+        pod = fresh.pods("iris")[2]
+        assert pod.backend_name is not None
+        standin.logs[(pod.backend_name, "server")] = ["r2 says hi"]
+        assert b"".join([c async for c in fresh.logs("iris-r2-1")]) == b"r2 says hi\n"
+        before = len(standin.writes())
+        await fresh.stop_pod("iris-r2-1")
+        (put,) = standin.writes()[before:]
+        assert put.path == f"{DEPLOYMENTS}/iris-r2/scale" and put.body["spec"]["replicas"] == 1
+    finally:
+        await fresh.close()
+
+
+async def test_concurrency_and_env_reach_the_sidecar_and_the_server(
+    standin: StandIn, backend: KubernetesBackend
+) -> None:
+    """A revision's concurrency and queue size are sidecar settings and its env the server's,
+    in a valid Deployment; a revision without them has no server env at all."""
+    await backend.start_pod(
+        spec(0, revision="r1", concurrency=2, queue_size=0, env=(("FOO", "bar"), ("N", "1")))
+    )
+    await backend.start_pod(spec(0, revision="r2"))
+    posted = [r.body for r in standin.writes() if r.path == DEPLOYMENTS]
+    by_name = {body["metadata"]["name"]: body for body in posted}
+    server, sidecar = valid(by_name["iris-r1"])["spec"]["template"]["spec"]["containers"]
+    assert server["env"] == [{"name": "FOO", "value": "bar"}, {"name": "N", "value": "1"}]
+    sidecar_env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert sidecar_env["AIMP_SIDECAR_CONCURRENCY_LIMIT"] == "2"
+    assert sidecar_env["AIMP_SIDECAR_QUEUE_SIZE"] == "0"
+    plain_server, plain_sidecar = valid(by_name["iris-r2"])["spec"]["template"]["spec"][
+        "containers"
+    ]
+    assert "env" not in plain_server
+    assert not {e["name"] for e in plain_sidecar["env"]} & {
+        "AIMP_SIDECAR_CONCURRENCY_LIMIT",
+        "AIMP_SIDECAR_QUEUE_SIZE",
+    }

@@ -85,3 +85,23 @@ async def test_an_unreachable_gateway_is_named() -> None:
     with pytest.raises(ServiceUnavailable, match="AIMP_DEPLOY_CONTROL_CLIENT_ID"):
         await bare.set_split("iris", {"r1": 100})
     await bare.aclose()
+
+
+async def test_a_new_revisions_settings_are_checked_before_anything_runs(
+    api: httpx.AsyncClient, dc_keys: Any
+) -> None:
+    """AIMP_* env names are a 422 saying why; bounds above AIMP_MAX_REPLICAS a 400 naming
+    the ceiling; inverted bounds a 422 naming both."""
+    op = bearer(dc_keys, "operator")
+    path = "/v1/deployments/iris/revisions"
+    resp = await api.post(
+        path, json={"model_file": "/m.joblib", "env": {"AIMP_HOME": "/x"}}, headers=op
+    )
+    assert resp.status_code == 422 and "AIMP_* variables are set by deploy-control" in resp.text
+    resp = await api.post(path, json={"model_file": "/m.joblib", "max_scale": 9}, headers=op)
+    assert resp.status_code == 400
+    assert "max_scale 9 is above this deploy-control's ceiling of 8" in resp.json()["detail"]
+    resp = await api.post(
+        path, json={"model_file": "/m.joblib", "min_scale": 3, "max_scale": 2}, headers=op
+    )
+    assert resp.status_code == 422 and "min_scale 3 is above max_scale 2" in resp.text

@@ -215,7 +215,7 @@ async def test_java_runtime_scale_rolling_restart_and_restore(
         created = await api.post("/v1/deployments", json=body, headers=op)
         assert created.status_code == 201, created.text
         assert created.json()["runtime"] == "java" and created.json()["framework"] == "sklearn"
-        exported = aimp_home / "deployments" / name / "model.json"
+        exported = aimp_home / "deployments" / name / "r1" / "model.json"  # per revision
         assert exported.is_file() and not (model_file.parent / "model.json").exists()
         [url] = await wait_for("one UP instance", lambda: up_urls(registry_url, name, 1), 20)
         [inst] = await instances(registry_url, name)

@@ -109,7 +109,8 @@ async def list_pods(_caller: Reader, deployments: DeploymentsDep) -> PodList:
 
 @router.put(
     "/deployments/{name}/scale",
-    summary="Run exactly N pods (0 stops them all and keeps the deployment)",
+    summary="Run exactly N pods of the primary revision (within its min_scale and "
+    "max_scale; 0 stops them all and keeps the deployment)",
     responses={400: {}, 404: {}, 409: {}},
 )
 async def scale_deployment(
@@ -121,6 +122,27 @@ async def scale_deployment(
 @router.get("/deployments/{name}/scale", summary="Pods asked for and pods ready")
 async def get_scale(name: str, _caller: Reader, deployments: DeploymentsDep) -> ScalePublic:
     return await deployments.scale_of(name)
+
+
+@router.put(
+    "/deployments/{name}/revisions/{revision}/scale",
+    summary="Run exactly N pods of one revision (within its min_scale and max_scale)",
+    responses={400: {}, 404: {}, 409: {}},
+)
+async def scale_revision(
+    name: str, revision: str, body: ScaleUpdate, _caller: Operator, deployments: DeploymentsDep
+) -> ScalePublic:
+    return await deployments.scale(name, body.replicas, revision)
+
+
+@router.get(
+    "/deployments/{name}/revisions/{revision}/scale",
+    summary="One revision's pods asked for and ready",
+)
+async def get_revision_scale(
+    name: str, revision: str, _caller: Reader, deployments: DeploymentsDep
+) -> ScalePublic:
+    return await deployments.scale_of(name, revision)
 
 
 @router.post(

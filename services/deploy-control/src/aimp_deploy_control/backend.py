@@ -51,6 +51,14 @@ class Resources:
         return self.gpu_count > 0 or self.gpu_mem_mib is not None
 
 
+def pod_id(deployment: str, revision: str, replica: int) -> str:
+    """``<deployment>-<revision>-<replica>`` (``iris-r2-0``); the first revision's pods
+    keep the names they had before revisions existed (``iris-0``)."""
+    if revision in ("1", "r1"):
+        return f"{deployment}-{replica}"
+    return f"{deployment}-{revision}-{replica}"
+
+
 @dataclass(frozen=True)
 class PodSpec:
     """One replica of one deployment."""
@@ -65,14 +73,25 @@ class PodSpec:
     #: The revision label the gateway splits traffic on; "1" until revisions exist.
     revision: str = "1"
     resources: Resources = field(default_factory=Resources)
+    #: The sidecar's concurrency limit and queue size (None: the sidecar's defaults).
+    concurrency: int | None = None
+    queue_size: int | None = None
+    #: Extra environment of the inference server, as sorted (name, value) pairs; never
+    #: AIMP_* names (revision_spec.py refuses them).
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def pod_id(self) -> str:
-        """``<deployment>-<revision>-<replica>`` (``iris-r2-0``); the first revision's pods
-        keep the names they had before revisions existed (``iris-0``)."""
-        if self.revision in ("1", "r1"):
-            return f"{self.deployment}-{self.replica}"
-        return f"{self.deployment}-{self.revision}-{self.replica}"
+        return pod_id(self.deployment, self.revision, self.replica)
+
+    def sidecar_admission_env(self) -> dict[str, str]:
+        """The sidecar settings that carry the revision's concurrency (only those set)."""
+        out = {}
+        if self.concurrency is not None:
+            out["AIMP_SIDECAR_CONCURRENCY_LIMIT"] = str(self.concurrency)
+        if self.queue_size is not None:
+            out["AIMP_SIDECAR_QUEUE_SIZE"] = str(self.queue_size)
+        return out
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,18 @@
 
 The mapping onto :class:`PodBackend`:
 
-- ``start_pod(replica n)``: create the Deployment (POST) and its Service when missing;
-  replace it (PUT) when its pod template changed (the spec-hash annotation differs);
-  otherwise make sure it runs at least n+1 replicas (PUT on the scale subresource).
-- ``stop_pod(<deployment>-<n>)``: for the highest replica, scale to n; for a lower one
-  (a rolling restart replacing it) delete that pod, and the Deployment starts a new one
-  in its place. Kubernetes sends SIGTERM: the sidecar drains within the grace period.
-- ``remove``: delete the Deployment (pods follow, each draining) and the Service.
+- ``start_pod(replica n of revision r)``: create r's Deployment (POST) and its Service
+  when missing; replace it (PUT) when its pod template changed (the spec-hash
+  annotation differs); otherwise make sure it runs at least n+1 replicas (PUT on its
+  scale subresource). Each revision has its own Deployment and Service
+  (``<deployment>-r<N>``), so a service's revisions run side by side.
+- ``stop_pod(<pod id>)``: for the revision's highest replica, scale its Deployment to n;
+  for a lower one (a rolling restart replacing it) delete that pod, and the Deployment
+  starts a new one in its place. Kubernetes sends SIGTERM: the sidecar drains within the
+  grace period. A revision scaled to 0 keeps its Deployment (for a rollback).
+- ``remove``: delete every revision's Deployment (pods follow, each draining) and Service.
 - ``pods``: the last listing of the pods (refreshed every ``k8s_poll_interval_s`` and
-  after each change), numbered by k8s_pods.assign_slots.
+  after each change), numbered per revision by k8s_pods.assign_slots.
 
 Only Deployments labelled ``app.kubernetes.io/managed-by=aimp-deploy-control`` are
 touched. Blocking client calls run in threads (k8s_client.KubernetesApi).
@@ -22,14 +25,15 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from aimp_core.errors import AimpError, BadRequest, Conflict, NotFound
 from aimp_deploy_control import k8s_manifests as m
-from aimp_deploy_control.backend import PodInfo, PodSpec
+from aimp_deploy_control.backend import PodInfo, PodSpec, pod_id
 from aimp_deploy_control.k8s_client import KubernetesApi, build_api_client
-from aimp_deploy_control.k8s_pods import ObservedPod, assign_slots, observe
+from aimp_deploy_control.k8s_known import KnownRevision, known_revision, order, pods_by_revision
+from aimp_deploy_control.k8s_pods import ObservedPod
 from aimp_deploy_control.k8s_settings import KubernetesSettings
 from aimp_deploy_control.lifecycle import PodState
 from aimp_deploy_control.settings import DeployControlSettings
@@ -59,27 +63,6 @@ def template_config(
     )
 
 
-@dataclass
-class _Revision:
-    """What is known of one deployment's Kubernetes Deployment."""
-
-    name: str
-    revision: str
-    runtime: str
-    replicas: int
-    spec_hash: str | None
-    pods: list[ObservedPod] = field(default_factory=list)
-    slots: dict[int, str] = field(default_factory=dict)
-
-    def reassign(self) -> None:
-        self.slots = assign_slots(self.slots, self.pods, self.replicas)
-
-
-def _split(pod_id: str) -> tuple[str, int] | None:
-    deployment, _, replica = pod_id.rpartition("-")
-    return (deployment, int(replica)) if deployment and replica.isdigit() else None
-
-
 class KubernetesBackend:
     """PodBackend on a Kubernetes cluster (``AIMP_DEPLOY_CONTROL_BACKEND=kubernetes``)."""
 
@@ -93,7 +76,8 @@ class KubernetesBackend:
         self.k8s = k8s
         self.cfg = template_config(settings, k8s)
         self.api = api or KubernetesApi(build_api_client(k8s), timeout_s=k8s.k8s_timeout_s)
-        self._deps: dict[str, _Revision] = {}
+        #: By Kubernetes object name: one entry per revision.
+        self._deps: dict[str, KnownRevision] = {}
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._writes = 0  # bumped by each change: a listing begun before it is stale
         self._task: asyncio.Task[None] | None = None
@@ -121,7 +105,7 @@ class KubernetesBackend:
                 raise BadRequest(str(exc)) from None
             name = body["metadata"]["name"]
             want_hash = body["metadata"]["annotations"][m.HASH_ANNOTATION]
-            known = self._deps.get(spec.deployment) or await self._read(spec.deployment, name)
+            known = self._deps.get(name) or await self._read(name)
             self._writes += 1
             if known is None:
                 await self.api.call(
@@ -130,13 +114,21 @@ class KubernetesBackend:
                     self.namespace,
                     body,
                 )
-                known = _Revision(name, spec.revision, spec.runtime, spec.replica + 1, want_hash)
-                self._deps[spec.deployment] = known
+                known = KnownRevision(
+                    name,
+                    spec.deployment,
+                    spec.revision,
+                    spec.runtime,
+                    spec.replica + 1,
+                    want_hash,
+                )
+                self._deps[name] = known
                 await self._ensure_service(spec)
-            elif known.revision != spec.revision:
+            elif (known.service, known.revision) != (spec.deployment, spec.revision):
                 raise Conflict(
-                    f"deployment {spec.deployment!r} runs revision {known.revision} on Kubernetes; "
-                    "this backend runs one revision per deployment: delete it first"
+                    f"the Kubernetes Deployment {name} runs revision {known.revision} of "
+                    f"{known.service!r}, not {spec.revision} of {spec.deployment!r} (its "
+                    "selector cannot change); DELETE the deployment first"
                 )
             elif known.spec_hash != want_hash:
                 body["spec"]["replicas"] = max(known.replicas, spec.replica + 1)
@@ -154,16 +146,16 @@ class KubernetesBackend:
                 await self._scale(known, spec.replica + 1)
             known.reassign()
         await self._refresh_quietly()
-        known = self._deps.get(spec.deployment, known)
-        return self._infos(spec.deployment, known)[spec.replica]
+        known = self._deps.get(name, known)
+        return self._infos(known)[spec.replica]
 
     async def stop_pod(self, pod_id: str) -> None:
-        parsed = _split(pod_id)
-        if parsed is None:
+        found = self._locate(pod_id)
+        if found is None:
             return
-        deployment, replica = parsed
-        async with self._locks[deployment]:
-            known = self._deps.get(deployment)
+        name, replica = found[0].name, found[1]
+        async with self._locks[found[0].service]:
+            known = self._deps.get(name)
             if known is None or replica >= known.replicas:
                 return
             self._writes += 1
@@ -184,16 +176,19 @@ class KubernetesBackend:
 
     def pods(self, deployment: str | None = None) -> list[PodInfo]:
         out: list[PodInfo] = []
-        for name in sorted(self._deps):
-            if deployment is None or name == deployment:
-                out.extend(self._infos(name, self._deps[name]))
+        for known in sorted(self._deps.values(), key=order):
+            if deployment is None or known.service == deployment:
+                out.extend(self._infos(known))
         return out
 
     async def remove(self, deployment: str) -> None:
+        """Delete every revision's Deployment and Service, known or found by label."""
         async with self._locks[deployment]:
             self._writes += 1
-            known = self._deps.pop(deployment, None)
-            names = {known.name} if known else await self._names_of(deployment)
+            known = {n for n, k in self._deps.items() if k.service == deployment}
+            for name in known:
+                del self._deps[name]
+            names = known | await self._names_of(deployment)
             for name in sorted(names):
                 await self.api.call_or_none(
                     f"delete Deployment {name}",
@@ -261,13 +256,20 @@ class KubernetesBackend:
         ]
         return b"".join(chunks)
 
-    def _pod_name(self, pod_id: str) -> str:
-        parsed = _split(pod_id)
-        known = self._deps.get(parsed[0]) if parsed else None
-        name = known.slots.get(parsed[1]) if known and parsed else None
+    def _pod_name(self, pod: str) -> str:
+        found = self._locate(pod)
+        name = found[0].slots.get(found[1]) if found else None
         if name is None:
-            raise NotFound(f"no pod {pod_id!r} on Kubernetes now: GET /v1/pods lists the pods")
+            raise NotFound(f"no pod {pod!r} on Kubernetes now: GET /v1/pods lists the pods")
         return name
+
+    def _locate(self, pod: str) -> tuple[KnownRevision, int] | None:
+        """The revision and replica a pod id names (None when no known revision has it)."""
+        for known in sorted(self._deps.values(), key=order):
+            replica = known.replica_of(pod)
+            if replica is not None:
+                return known, replica
+        return None
 
     # -- reading the cluster ----------------------------------------------------------------
 
@@ -283,57 +285,37 @@ class KubernetesBackend:
         pods = await self.api.call(
             "list pods", self.api.core.list_namespaced_pod, self.namespace, label_selector=MANAGED
         )
-        by_service: defaultdict[str, list[ObservedPod]] = defaultdict(list)
-        for item in pods.get("items", []):
-            service = (item.get("metadata", {}).get("labels") or {}).get(m.SERVICE_LABEL)
-            if service:
-                by_service[service].append(observe(item))
+        by_revision = pods_by_revision(pods.get("items", []))
         seen = set()
         for item in deps.get("items", []):
-            found = self._revision_of(item)
-            if found is None:
+            rev = known_revision(item)
+            if rev is None:
                 continue
-            service, rev = found
-            seen.add(service)
-            known = self._deps.get(service)
-            if known is None or (writes == self._writes and not self._locks[service].locked()):
+            seen.add(rev.name)
+            known = self._deps.get(rev.name)
+            idle = writes == self._writes and not self._locks[rev.service].locked()
+            if known is None or idle:
                 if known is not None:
                     rev.slots = known.slots
-                known = self._deps[service] = rev
-            known.pods = by_service.get(service, [])
+                known = self._deps[rev.name] = rev
+            known.pods = by_revision.get((known.service, known.revision), [])
             known.reassign()
         if writes == self._writes:
             for gone in set(self._deps) - seen:
                 del self._deps[gone]  # deleted by someone else
         self.last_error = None
 
-    @staticmethod
-    def _revision_of(item: Mapping[str, Any]) -> tuple[str, _Revision] | None:
-        meta = item.get("metadata") or {}
-        found_labels = meta.get("labels") or {}
-        service = found_labels.get(m.SERVICE_LABEL)
-        if not service:
-            return None
-        return service, _Revision(
-            name=meta.get("name", ""),
-            revision=found_labels.get(m.REVISION_LABEL, "1"),
-            runtime=found_labels.get(m.RUNTIME_LABEL, "triton"),
-            replicas=int((item.get("spec") or {}).get("replicas") or 0),
-            spec_hash=(meta.get("annotations") or {}).get(m.HASH_ANNOTATION),
-        )
-
-    async def _read(self, deployment: str, name: str) -> _Revision | None:
+    async def _read(self, name: str) -> KnownRevision | None:
         item = await self.api.call_or_none(
             f"read Deployment {name}",
             self.api.apps.read_namespaced_deployment,
             name,
             self.namespace,
         )
-        found = self._revision_of(item) if item else None
-        if found is None:
-            return None
-        self._deps[deployment] = found[1]
-        return found[1]
+        found = known_revision(item) if item else None
+        if found is not None:
+            self._deps[name] = found
+        return found
 
     async def _names_of(self, deployment: str) -> set[str]:
         listed = await self.api.call(
@@ -363,7 +345,7 @@ class KubernetesBackend:
 
     # -- writing ------------------------------------------------------------------------------
 
-    async def _scale(self, known: _Revision, replicas: int) -> None:
+    async def _scale(self, known: KnownRevision, replicas: int) -> None:
         await self.api.call(
             f"scale Deployment {known.name} to {replicas}",
             self.api.apps.replace_namespaced_deployment_scale,
@@ -389,28 +371,24 @@ class KubernetesBackend:
 
     # -- views ----------------------------------------------------------------------------------
 
-    def _infos(self, deployment: str, known: _Revision) -> list[PodInfo]:
+    def _infos(self, known: KnownRevision) -> list[PodInfo]:
         by_name = {p.name: p for p in known.pods}
         infos = [
-            self._info(deployment, known, replica, by_name.get(known.slots.get(replica, "")))
+            self._info(known, replica, by_name.get(known.slots.get(replica, "")))
             for replica in range(known.replicas)
         ]
         assigned = set(known.slots.values())
         extra = sorted(
             (p for p in known.pods if p.name not in assigned), key=lambda p: (p.created, p.name)
         )
-        infos += [
-            self._info(deployment, known, known.replicas + i, pod) for i, pod in enumerate(extra)
-        ]
+        infos += [self._info(known, known.replicas + i, pod) for i, pod in enumerate(extra)]
         return infos
 
-    def _info(
-        self, deployment: str, known: _Revision, replica: int, pod: ObservedPod | None
-    ) -> PodInfo:
+    def _info(self, known: KnownRevision, replica: int, pod: ObservedPod | None) -> PodInfo:
         ip = pod.ip if pod else None
         return PodInfo(
-            pod_id=f"{deployment}-{replica}",
-            deployment=deployment,
+            pod_id=pod_id(known.service, known.revision, replica),
+            deployment=known.service,
             replica=replica,
             runtime=known.runtime,
             state=pod.state if pod else PodState.PENDING,

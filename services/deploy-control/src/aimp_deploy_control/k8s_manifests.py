@@ -184,6 +184,7 @@ def _sidecar_env(spec: PodSpec, cfg: PodTemplateConfig) -> list[dict[str, Any]]:
         "AIMP_SIDECAR_RUNTIME": spec.runtime,
         "AIMP_SIDECAR_REVISION": spec.revision,
         "AIMP_SIDECAR_DRAIN_TIMEOUT_S": str(cfg.drain_s),
+        **spec.sidecar_admission_env(),
     }
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
     # Other pods reach this one at its own IP: that is what the registry must list.
@@ -240,6 +241,8 @@ def pod_template(spec: PodSpec, cfg: PodTemplateConfig) -> dict[str, Any]:
         "securityContext": _CONTAINER_SECURITY,
         "volumeMounts": server_mounts,
     }
+    if spec.env:  # absent otherwise: a revision without env keeps its spec hash
+        server["env"] = [{"name": k, "value": v} for k, v in spec.env]
     if cfg.drain_s > 0:
         server["lifecycle"] = {"preStop": {"sleep": {"seconds": cfg.drain_s}}}
     sidecar: dict[str, Any] = {

@@ -266,7 +266,9 @@ class LocalProcessBackend:
             "AIMP_SIDECAR_MODEL": spec.deployment,
             "AIMP_SIDECAR_RUNTIME": spec.runtime,
             "AIMP_SIDECAR_REVISION": spec.revision,
+            **spec.sidecar_admission_env(),
         }
+        server_env = {**base_env, **dict(spec.env)}
 
         def proc(role: str, argv: list[str], env: dict[str, str]) -> Proc:
             name = f"{spec.pod_id}-{role}"
@@ -282,7 +284,7 @@ class LocalProcessBackend:
             upstream_url=upstream,
             server_role=spec.runtime,
             procs={
-                spec.runtime: proc(spec.runtime, server_argv, base_env),
+                spec.runtime: proc(spec.runtime, server_argv, server_env),
                 "sidecar": proc("sidecar", [*s.sidecar_command], sidecar_env),
             },
         )

@@ -19,8 +19,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
-from aimp_core.errors import AimpError, NotFound, ServiceUnavailable
+from aimp_core.errors import AimpError, ServiceUnavailable
 from aimp_deploy_control.revision_settings import RevisionSettings
+from aimp_deploy_control.revision_spec import check_bounds
 from aimp_deploy_control.revision_start import RevisionStarter
 from aimp_deploy_control.revision_store import Revision, RevisionFields
 from aimp_deploy_control.revisions import (
@@ -37,7 +38,7 @@ from aimp_deploy_control.revisions import (
     validate_split,
 )
 from aimp_deploy_control.schemas import ReleasePublic, RevisionCreate
-from aimp_deploy_control.service import Deployments
+from aimp_deploy_control.service import Deployments, find
 from aimp_deploy_control.traffic import Applied, GatewayTraffic
 from aimp_deploy_control.validation import validate_replicas
 
@@ -69,7 +70,9 @@ class Releases:
     async def add_revision(self, name: str, req: RevisionCreate) -> ReleasePublic:
         """Start a new revision with no traffic; it warms up in the background."""
         d = self.deployments
-        replicas = validate_replicas(req.replicas, d.max_replicas)
+        replicas = validate_replicas(req.initial, d.max_replicas)
+        serving = req.serving()
+        check_bounds(serving, d.max_replicas)
         src = await d.pods.source_of(req)
         async with d.locks[name]:
             dep = await d.require(name)
@@ -86,7 +89,7 @@ class Releases:
             version = await self.traffic.set_split(name, split)
             await self.traffic.wait_applied(version, self._clock())
             fields = RevisionFields(
-                src.model_file, src.framework, req.runtime, src.model, replicas, resources
+                src.model_file, src.framework, req.runtime, src.model, replicas, resources, serving
             )
             rev = await asyncio.to_thread(d.store.add_revision, name, fields)
             try:
@@ -113,7 +116,7 @@ class Releases:
         async with self.deployments.locks[name]:
             await self.deployments.require(name)
             revisions = await self.deployments.pods.revisions(name)
-            target = _find(revisions, revision, name)
+            target = find(revisions, revision, name)
             if target.state not in (RevisionState.READY, RevisionState.SERVING):
                 transition(target.name, target.state, RevisionState.SERVING)  # 409 saying why
             new = promote_split(facts(revisions), revision)
@@ -128,7 +131,7 @@ class Releases:
         async with self.deployments.locks[name]:
             await self.deployments.require(name)
             revisions = await self.deployments.pods.revisions(name)
-            target = _find(revisions, rollback_target(facts(revisions)), name)
+            target = find(revisions, rollback_target(facts(revisions)), name)
             await self._bring_back(name, target)
             revisions = await self.deployments.pods.revisions(name)
             new = promote_split(facts(revisions), target.name)
@@ -150,7 +153,7 @@ class Releases:
         elif self.starter.record(name, target.name) is None:
             self.starter.begin(name, target.name)
         rec = await self.starter.wait(name, target.name)
-        state = _find(await self.deployments.pods.revisions(name), target.name, name).state
+        state = find(await self.deployments.pods.revisions(name), target.name, name).state
         if state not in (RevisionState.READY, RevisionState.SERVING):
             raise ServiceUnavailable(
                 f"cannot roll back to {target.name}: its pods did not come back ({rec.error}); "
@@ -182,14 +185,14 @@ class Releases:
         await self._sleep(self.settings.drain_grace_s)  # calls already sent finish
         revisions = await self.deployments.pods.revisions(name)
         for rev_name in to_scale_down(facts(revisions), keep):
-            rev = _find(revisions, rev_name, name)
+            rev = find(revisions, rev_name, name)
             await self.starter.cancel_one(name, rev_name)
             await self.deployments.pods.apply_revision(name, rev, 0)
             await self._set_states(name, {rev_name: RevisionState.SCALED_DOWN})
 
     async def _set_states(self, name: str, targets: Mapping[str, RevisionState]) -> None:
         revisions = await self.deployments.pods.revisions(name)
-        states = {n: transition(n, _find(revisions, n, name).state, t) for n, t in targets.items()}
+        states = {n: transition(n, find(revisions, n, name).state, t) for n, t in targets.items()}
         await asyncio.to_thread(self.deployments.store.change_revisions, name, states=states)
 
     async def _public(
@@ -205,14 +208,6 @@ class Releases:
             config_version=version,
             applied=applied.describe() if applied else None,
         )
-
-
-def _find(revisions: list[Revision], revision: str, name: str) -> Revision:
-    rev = next((r for r in revisions if r.name == revision), None)
-    if rev is None:
-        known = ", ".join(r.name for r in revisions)
-        raise NotFound(f"deployment {name!r} has no revision {revision!r}; it has {known}")
-    return rev
 
 
 def _traffic(revisions: list[Revision], name: str) -> int:

@@ -114,9 +114,20 @@ class RevisionPods:
             else Resources()
         )
 
+        serving = rev.serving
+
         def spec(replica: int) -> PodSpec:
             return PodSpec(
-                name, replica, served, rev.framework, rev.runtime, revision=rev.name, resources=res
+                name,
+                replica,
+                served,
+                rev.framework,
+                rev.runtime,
+                revision=rev.name,
+                resources=res,
+                concurrency=serving.concurrency,
+                queue_size=serving.queue_size,
+                env=serving.env,
             )
 
         return spec

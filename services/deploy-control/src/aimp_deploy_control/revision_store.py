@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from aimp_deploy_control.revision_spec import Serving
 from aimp_deploy_control.revisions import FULL, RevisionState, revision_name
 from aimp_deploy_control.store_base import Base, aware
 
@@ -44,6 +45,9 @@ class RevisionRow(Base):
     replicas: Mapped[int] = mapped_column(Integer, nullable=False)
     #: The ``resources`` block as JSON (resources.ResourcesSpec); NULL: none asked for.
     resources_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: Concurrency, scale bounds and environment as JSON (revision_spec.Serving); NULL
+    #: (a revision stored before they existed): the defaults.
+    serving_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     state: Mapped[str] = mapped_column(String(16), nullable=False)
     traffic: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     full_seq: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
@@ -67,6 +71,7 @@ class Revision:
     full_seq: int
     created_at: datetime
     updated_at: datetime
+    serving: Serving = field(default_factory=Serving)
 
     @property
     def name(self) -> str:
@@ -83,6 +88,11 @@ class RevisionFields:
     model: tuple[str, int] | None
     replicas: int
     resources: dict[str, Any] | None = None
+    serving: Serving = field(default_factory=Serving)
+
+
+#: Columns added to ``revisions`` after it first shipped: (name, DDL), added at start.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (("serving_json", "TEXT"),)
 
 
 def public(row: RevisionRow) -> Revision:
@@ -101,6 +111,7 @@ def public(row: RevisionRow) -> Revision:
         row.full_seq,
         aware(row.created_at),
         aware(row.updated_at),
+        Serving.from_json(json.loads(row.serving_json) if row.serving_json else None),
     )
 
 
@@ -118,6 +129,7 @@ def new_row(
         model_version=f.model[1] if f.model else None,
         replicas=f.replicas,
         resources_json=json.dumps(f.resources, sort_keys=True) if f.resources else None,
+        serving_json=json.dumps(f.serving.as_json(), sort_keys=True),
         state=state.value,
         traffic=FULL if first else 0,
         full_seq=1 if first else 0,

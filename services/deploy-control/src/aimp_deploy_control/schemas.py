@@ -11,11 +11,12 @@ from aimp_deploy_control.coldstart import ColdStart
 from aimp_deploy_control.lifecycle import PodState
 from aimp_deploy_control.model_schema import ModelSchema
 from aimp_deploy_control.resources import ResourcesSpec
+from aimp_deploy_control.revision_spec import ServingFields, ServingPublic
 from aimp_deploy_control.revisions import RevisionState
 from aimp_deploy_control.rollout import RolloutState
 
 
-class RevisionCreate(BaseModel):
+class RevisionCreate(ServingFields):
     """``POST /v1/deployments/{name}/revisions``: a new revision of an existing service."""
 
     model_file: str | None = Field(
@@ -46,10 +47,6 @@ class RevisionCreate(BaseModel):
         "(runtime 'triton' only); a registered version knows its own.",
         json_schema_extra={"enum": ["sklearn", "onnx", "python"]},
     )
-    replicas: int = Field(
-        default=1,
-        description="Pods to start with (1 to AIMP_MAX_REPLICAS); afterwards use PUT .../scale.",
-    )
     resources: ResourcesSpec | None = Field(
         default=None, description="What each replica needs (CPU, memory, GPUs) and where it runs."
     )
@@ -71,7 +68,9 @@ class DeploymentCreate(RevisionCreate):
 
 
 class ScaleUpdate(BaseModel):
-    replicas: int = Field(description="Pods to run (0 to AIMP_MAX_REPLICAS; 0 keeps the spec).")
+    replicas: int = Field(
+        description="Pods to run (within the revision's min_scale and max_scale; 0 keeps the spec)."
+    )
 
 
 class ScalePublic(BaseModel):
@@ -134,7 +133,7 @@ class WarmupPublic(BaseModel):
     last_error: str | None
 
 
-class RevisionPublic(BaseModel):
+class RevisionPublic(ServingPublic):
     name: str = Field(description="'r1', 'r2', ... (the gateway's x-aimp-revision value).")
     state: RevisionState
     traffic_percent: int = Field(description="Its share of the service's calls.")

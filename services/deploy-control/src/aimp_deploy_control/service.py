@@ -25,10 +25,12 @@ from aimp_deploy_control.lifecycle import PodState
 from aimp_deploy_control.models import ModelRegistry
 from aimp_deploy_control.plans import plan_rollout, scale_plan
 from aimp_deploy_control.revision_pods import RevisionPods
+from aimp_deploy_control.revision_spec import check_bounds, check_scale, serving_differences
 from aimp_deploy_control.revision_start import RevisionStarter
 from aimp_deploy_control.revision_store import Revision
-from aimp_deploy_control.revisions import RUNS_PODS, TAKES_TRAFFIC
-from aimp_deploy_control.rollout import Rollout, RolloutRunner, RolloutState
+from aimp_deploy_control.revisions import RUNS_PODS, TAKES_TRAFFIC, RevisionState
+from aimp_deploy_control.rollout import Rollout, RolloutRunner
+from aimp_deploy_control.rollout_tasks import RolloutTasks
 from aimp_deploy_control.schemas import (
     DeploymentCreate,
     DeploymentPublic,
@@ -60,6 +62,15 @@ def primary(revisions: list[Revision]) -> Revision:
     return max(revisions, key=lambda r: (r.traffic, r.number))
 
 
+def find(revisions: list[Revision], revision: str, name: str) -> Revision:
+    """The revision named ``revision``; 404 naming the ones there are."""
+    rev = next((r for r in revisions if r.name == revision), None)
+    if rev is None:
+        known = ", ".join(r.name for r in revisions)
+        raise NotFound(f"deployment {name!r} has no revision {revision!r}; it has {known}")
+    return rev
+
+
 class Deployments:
     def __init__(
         self,
@@ -84,14 +95,13 @@ class Deployments:
         self.inventory = inventory
         self.traffic = traffic
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._rollouts: dict[str, Rollout] = {}
-        self._tasks: dict[str, tuple[asyncio.Task[None], asyncio.Event]] = {}
+        self.rollouts = RolloutTasks()
 
     # -- reading --------------------------------------------------------------------------
 
     def view(self, dep: Deployment, revisions: Revisions) -> DeploymentPublic:
         pods = self.backend.pods(dep.name)
-        rollout = self._rollouts.get(dep.name)
+        rollout = self.rollouts.progress(dep.name)
         fields = dataclasses.asdict(dep)
         fields["model_file"] = dep.model_file or None  # '' for a registered model version
         starter = self.starter
@@ -116,9 +126,10 @@ class Deployments:
     async def revisions(self, name: str) -> Revisions:
         return await asyncio.to_thread(self.store.revisions, name)
 
-    async def scale_of(self, name: str) -> ScalePublic:
+    async def scale_of(self, name: str, revision: str | None = None) -> ScalePublic:
         await self.require(name)
-        rev = primary(await self.revisions(name))
+        revisions = await self.revisions(name)
+        rev = primary(revisions) if revision is None else find(revisions, revision, name)
         return ScalePublic(replicas=rev.replicas, ready=self._ready(name, rev.name))
 
     # -- writing --------------------------------------------------------------------------
@@ -126,7 +137,9 @@ class Deployments:
     async def create(self, req: DeploymentCreate) -> tuple[DeploymentPublic, bool]:
         """Store and start a deployment; (view, False) when an identical one exists."""
         name = validate_name(req.name)
-        replicas = validate_replicas(req.replicas, self.max_replicas)
+        replicas = validate_replicas(req.initial, self.max_replicas)
+        serving = req.serving()
+        check_bounds(serving, self.max_replicas)
         src = await self.pods.source_of(req)
         requested: dict[str, object] = {
             "model_file": src.model_file,
@@ -138,14 +151,16 @@ class Deployments:
         async with self.locks[name]:
             existing = await asyncio.to_thread(self.store.get, name)
             if existing is not None:
+                serving_now = primary(await self.revisions(name)).serving
                 diff = differences(existing.spec(), requested)
+                diff += serving_differences(serving_now, serving)
                 if diff:
                     raise Conflict(
                         f"deployment {name!r} exists with other settings ({'; '.join(diff)}); "
                         f"DELETE /v1/deployments/{name} first to replace it, or add a revision "
                         f"with POST /v1/deployments/{name}/revisions"
                     )
-                if not self._rolling(name):  # a rollout starts and stops replicas itself
+                if not self.rollouts.rolling(name):  # a rollout starts and stops replicas itself
                     for rev in await self.revisions(name):
                         if rev.state in RUNS_PODS:
                             await self.pods.apply_revision(name, rev, rev.replicas)
@@ -167,6 +182,7 @@ class Deployments:
                     replicas,
                     src.model,
                     resources,
+                    serving,
                 )
             except NameTaken:
                 raise Conflict(f"deployment {name!r} was just created by another call") from None
@@ -185,15 +201,22 @@ class Deployments:
         )
         return self.view(dep, await self.revisions(name)), True
 
-    async def scale(self, name: str, replicas: int) -> ScalePublic:
-        """Run exactly ``replicas`` pods of the primary revision: start the missing ones,
-        stop the highest first."""
+    async def scale(self, name: str, replicas: int, revision: str | None = None) -> ScalePublic:
+        """Run exactly ``replicas`` pods of ``revision`` (the primary one when None): start
+        the missing ones, stop the highest first; within the revision's scale bounds."""
         replicas = validate_replicas(replicas, self.max_replicas, minimum=0)
         async with self.locks[name]:
             await self.require(name)
-            if self._rolling(name):
-                raise Conflict(self._busy(name, "scale"))
-            rev = primary(await self.revisions(name))
+            if (busy := self.rollouts.busy_error(name, "scale")) is not None:
+                raise busy
+            revisions = await self.revisions(name)
+            rev = primary(revisions) if revision is None else find(revisions, revision, name)
+            if rev.state is RevisionState.SCALED_DOWN:
+                raise Conflict(
+                    f"revision {rev.name} of {name!r} is {rev.state} and runs no pods; bring it "
+                    f"back with POST /v1/deployments/{name}/rollback or promote, not by scaling"
+                )
+            check_scale(replicas, rev.serving, rev.name, self.max_replicas)
             served = None
             if scale_plan([p.replica for p in self.pods.pods_of(name, rev.name)], replicas).start:
                 # A runtime gone missing or GPUs that do not fit are a 400 before anything
@@ -216,8 +239,8 @@ class Deployments:
         shows in the view."""
         async with self.locks[name]:
             await self.require(name)
-            if self._rolling(name):
-                raise Conflict(self._busy(name, "restart"))
+            if (busy := self.rollouts.busy_error(name, "restart")) is not None:
+                raise busy
             rev = primary(await self.revisions(name))
             # Re-exported if the model file changed; a failure here stops nothing.
             served = await self.pods.served_for(name, rev)
@@ -226,27 +249,22 @@ class Deployments:
             steps = plan_rollout(ready, surge_allowed=rev.replicas < self.max_replicas)
             progress = Rollout(total=len(ready))
             cancel = asyncio.Event()
-            task = asyncio.create_task(
-                self.runner.run(
-                    name, steps, self.pods.spec_of(name, rev, served), progress, cancel
-                ),
-                name=f"rollout-{name}",
+            run = self.runner.run(
+                name, steps, self.pods.spec_of(name, rev, served), progress, cancel
             )
-            self._rollouts[name] = progress
-            self._tasks[name] = (task, cancel)
-            task.add_done_callback(lambda done: self._forget(name, done))
+            self.rollouts.begin(name, run, progress, cancel)
         return rollout_public(progress)
 
     async def delete(self, name: str) -> None:
         async with self.locks[name]:
             await self.require(name)
             split_written = len(await self.revisions(name)) > 1
-            await self._cancel_rollout(name)
+            await self.rollouts.cancel(name)
             if self.starter is not None:
                 await self.starter.cancel(name)
             await self._stop_all(name)
             await asyncio.to_thread(self.store.delete, name)
-            self._rollouts.pop(name, None)
+            self.rollouts.forget(name)
             shutil.rmtree(self.settings.deployments_dir / name, ignore_errors=True)
             if split_written and self.traffic is not None:
                 try:  # a later deployment of this name starts without the old split
@@ -278,7 +296,7 @@ class Deployments:
 
     async def close(self) -> None:
         """Stop running rollouts and starts (at shutdown, before the backend stops pods)."""
-        await asyncio.gather(*(self._cancel_rollout(n) for n in list(self._tasks)))
+        await self.rollouts.close()
         if self.starter is not None:
             await self.starter.close()
 
@@ -291,35 +309,12 @@ class Deployments:
         return dep
 
     def busy_error(self, name: str, what: str) -> Conflict | None:
-        return Conflict(self._busy(name, what)) if self._rolling(name) else None
+        return self.rollouts.busy_error(name, what)
 
     # -- helpers --------------------------------------------------------------------------
 
     def _ready(self, name: str, revision: str) -> int:
         return sum(p.state == PodState.RUNNING for p in self.pods.pods_of(name, revision))
 
-    def _rolling(self, name: str) -> bool:
-        progress = self._rollouts.get(name)
-        return progress is not None and progress.state == RolloutState.RUNNING
-
-    def _busy(self, name: str, what: str) -> str:
-        p = self._rollouts[name]
-        return (
-            f"cannot {what} {name!r}: a rolling restart is running (replaced {p.replaced} of "
-            f"{p.total}, started {p.started_at.isoformat()}); GET /v1/deployments/{name} shows "
-            "its progress, try again when its state is no longer 'running'"
-        )
-
     async def _stop_all(self, name: str) -> None:
         await self.backend.remove(name)  # on Kubernetes also deletes the Deployment and Service
-
-    def _forget(self, name: str, task: asyncio.Task[None]) -> None:
-        if self._tasks.get(name, (None,))[0] is task:
-            del self._tasks[name]
-
-    async def _cancel_rollout(self, name: str) -> None:
-        entry = self._tasks.pop(name, None)
-        if entry is not None:
-            task, cancel = entry
-            cancel.set()  # the runner stops between steps, never halfway through a stop
-            await task

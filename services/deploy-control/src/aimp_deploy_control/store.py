@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
 from aimp_deploy_control import revision_store as rs
+from aimp_deploy_control.revision_spec import Serving
 from aimp_deploy_control.revision_store import Revision, RevisionFields
 from aimp_deploy_control.revisions import RevisionState
 from aimp_deploy_control.store_base import Base as Base  # re-exported: model_db's tables
@@ -102,12 +103,19 @@ class DeploymentStore:
         """Create the tables, add columns a database from an older version lacks, and give
         every deployment stored before revisions existed its ``r1``."""
         Base.metadata.create_all(self.engine)
-        have = {c["name"] for c in inspect(self.engine).get_columns(DeploymentRow.__tablename__)}
-        with self.engine.begin() as conn:
-            for name, ddl in ADDED_COLUMNS:
-                if name not in have:
-                    conn.execute(text(f"ALTER TABLE deployments ADD COLUMN {name} {ddl}"))
-                    log.info("added a column to an older database", extra={"column": name})
+        for table, added in (
+            (DeploymentRow.__tablename__, ADDED_COLUMNS),
+            (rs.RevisionRow.__tablename__, rs.ADDED_COLUMNS),
+        ):
+            have = {c["name"] for c in inspect(self.engine).get_columns(table)}
+            with self.engine.begin() as conn:
+                for name, ddl in added:
+                    if name not in have:
+                        conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+                        log.info(
+                            "added a column to an older database",
+                            extra={"table": table, "column": name},
+                        )
         with self._session.begin() as session:
             with_revisions = set(session.scalars(select(rs.RevisionRow.deployment).distinct()))
             for row in session.scalars(select(DeploymentRow)):
@@ -134,6 +142,7 @@ class DeploymentStore:
         replicas: int,
         model: tuple[str, int] | None = None,
         resources: dict[str, object] | None = None,
+        serving: Serving | None = None,
     ) -> Deployment:
         """Store a new deployment and its r1 (100% of the traffic, STARTING); ``model`` is
         the (name, version) it serves, if any."""
@@ -149,7 +158,9 @@ class DeploymentStore:
             created_at=now,
             updated_at=now,
         )
-        first = RevisionFields(model_file, framework, runtime, model, replicas, resources)
+        first = RevisionFields(
+            model_file, framework, runtime, model, replicas, resources, serving or Serving()
+        )
         try:
             with self._session.begin() as session:
                 session.add(row)

@@ -8,6 +8,7 @@ from aimp_deploy_control import runtimes
 from aimp_deploy_control.backend import PodInfo
 from aimp_deploy_control.lifecycle import PodState
 from aimp_deploy_control.resources import ResourcesSpec
+from aimp_deploy_control.revision_spec import ServingPublic
 from aimp_deploy_control.revision_start import StartRecord
 from aimp_deploy_control.revision_store import Revision
 from aimp_deploy_control.rollout import Rollout
@@ -33,6 +34,7 @@ def revision_public(
     rev: Revision, pods: list[PodInfo], start: StartRecord | None
 ) -> RevisionPublic:
     return RevisionPublic(
+        **ServingPublic.of(rev.serving).model_dump(),
         name=rev.name,
         state=rev.state,
         traffic_percent=rev.traffic,
