@@ -26,7 +26,15 @@ from aimp_core.events import TOPIC_REQUESTS
 from aimp_core.kafka import EventPublisher, ensure_topics
 from aimp_core.ratelimit.policies import LimitFields
 from aimp_core.registry_client import EurekaClient, Instance
-from aimp_gateway import admin_api, api, config_api, fuse_api, identity_api, throttle_admin
+from aimp_gateway import (
+    admin_api,
+    api,
+    config_api,
+    config_items_api,
+    fuse_api,
+    identity_api,
+    throttle_admin,
+)
 from aimp_gateway.asgi import GatewayApp
 from aimp_gateway.auth_wiring import build_identity
 from aimp_gateway.backflow import build_sampler
@@ -219,5 +227,6 @@ def build_app(settings: GatewaySettings) -> GatewayApp:
     app.state.throttle_admin = throttle_forward
     app.state.config_center = ConfigCenter(config_store, redis, follower)
     app.include_router(config_api.router)
+    app.include_router(config_items_api.router)
     app.include_router(throttle_admin.router)
     return GatewayApp(app, plane, service=SERVICE)
