@@ -110,7 +110,8 @@ def test_a_trickled_head_is_cut_off_with_408(server: Server) -> None:
     took = time.monotonic() - started
     status, body = _problem(response)
     assert status == 408 and "request head" in body["detail"]
-    assert LIMITS.head_timeout_s <= took < LIMITS.head_timeout_s + 2
+    # (event-loop timers may fire a few ms early; the point is "about the timeout, not never")
+    assert LIMITS.head_timeout_s * 0.9 <= took < LIMITS.head_timeout_s + 2
 
 
 def test_a_silent_connection_is_closed_with_408(server: Server) -> None:
