@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from machine import describe
 
 from aimp_core.net import free_port
 
@@ -55,20 +55,6 @@ INFER_BODY = {
     "inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP64", "data": [5.1, 3.5, 1.4, 0.2]}]
 }
 PHASES = ("prepare", "process start", "model load", "registration", "first call", "total")
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (
-        f"{cpu}, {os.cpu_count()} CPUs visible, load average "
-        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; {platform.platform()}; "
-        f"Python {platform.python_version()}"
-    )
 
 
 def wait_for(
@@ -197,7 +183,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the stack running")
     args = parser.parse_args()
 
-    print(f"machine: {machine()}")
+    print(f"machine: {describe()}")
     home = Path(tempfile.mkdtemp(prefix="aimp-coldstart-")) / "aimp-home"
     env, ports = start_stack(home, args.store_url)
     try:

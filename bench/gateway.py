@@ -54,6 +54,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "throttle"))
 
+from machine import cpu_model  # noqa: E402
 from throttle_stack import (  # noqa: E402
     BIN,
     RedisServer,
@@ -69,17 +70,6 @@ from aimp_core.registry_client import EurekaClient, instance_document  # noqa: E
 
 SERVICE = "bench-upstream"
 CLIENT, SECRET = "bench-client", "bench-secret-not-for-production"
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def register_upstream(registry_url: str, port: int) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import httpx
 import numpy as np
 import tritonclient.http as triton_http
+from machine import cpu_model
 
 from aimp_cli.home import Home
 from aimp_cli.platform import admin_token, client_token
@@ -43,17 +44,6 @@ def measure(call: Callable[[], object], calls: int, warmup: int = 50) -> list[fl
 def p99(samples: list[float]) -> float:
     ordered = sorted(samples)
     return ordered[max(0, int(len(ordered) * 0.99 + 0.999999) - 1)]
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:

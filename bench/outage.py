@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+from machine import cpu
 
 from aimp_core.net import free_port
 
@@ -41,16 +42,6 @@ AIMP = str(Path(sys.executable).parent / "aimp")
 IRIS_INPUT = {
     "inputs": [{"name": "input", "datatype": "FP64", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}]
 }
-
-
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return f"{platform.processor()} x{os.cpu_count()}"
 
 
 def aimp(env: dict[str, str], *args: str) -> str:

@@ -31,21 +31,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine import cpu_model
+
 from aimp_core.net import free_port, wait_http_ok
 from aimp_core.registry_client import EurekaClient, instance_document
 
 EUREKA_POLL_S = 30.0
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def percentile(samples: list[float], q: float) -> float:

@@ -44,6 +44,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "routing"))
 
+from machine import cpu_model
 from routing_stack import (
     BIN,
     INFER_BODY,
@@ -62,17 +63,6 @@ from routing_stack import (
 
 from aimp_cli import infra
 from aimp_core.net import free_port, port_open, wait_http_ok
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def pct(samples: list[float], q: float) -> float:

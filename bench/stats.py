@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from machine import cpu
+
 from aimp_cli import infra
 from aimp_core.kafka import EventPublisher, ensure_topics
 from aimp_core.net import free_port, port_open, wait_http_ok
@@ -41,16 +43,6 @@ from aimp_core.net import free_port, port_open, wait_http_ok
 TOPIC = "aimp.requests.v1"
 SERVICES = [f"svc-{i}" for i in range(4)]
 CLIENTS = [f"client-{i}" for i in range(10)]
-
-
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()} x{os.cpu_count()}"
-    except OSError:
-        pass
-    return f"{platform.processor()} x{os.cpu_count()}"
 
 
 def event(rng: random.Random, ts: float) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from redis.asyncio import Redis
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "throttle"))
 
+from machine import cpu_model  # noqa: E402
 from throttle_stack import (  # noqa: E402
     SERVICE,
     RedisServer,
@@ -51,17 +52,6 @@ from throttle_stack import (  # noqa: E402
 from aimp_cli import infra  # noqa: E402
 from aimp_core.ratelimit.engine import Compiled, Limiter  # noqa: E402
 from aimp_core.ratelimit.policies import LimitFields, PolicyRule, Resolver, Snapshot  # noqa: E402
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def pct(samples: list[float], q: float) -> float:
