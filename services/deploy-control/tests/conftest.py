@@ -1,4 +1,5 @@
-"""Fixtures for the deploy-control tests: a real RSA key set served over HTTP, and token minting."""
+"""Fixtures for the deploy-control tests: a real RSA key set served over HTTP, token minting,
+and the Kubernetes API stand-in."""
 
 from __future__ import annotations
 
@@ -6,14 +7,19 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from aiohttp import web
 from joserfc import jwt
 from joserfc.jwk import RSAKey
+
+from aimp_core.net import free_port
+
+from .k8s_standin import StandIn
 
 ISSUER = "http://issuer.test"
 
@@ -61,3 +67,16 @@ def dc_keys() -> Iterator[KeyServer]:
 
     yield KeyServer(f"http://127.0.0.1:{server.server_port}/jwks.json", ISSUER, mint)
     server.shutdown()
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[StandIn]:
+    """The Kubernetes API stand-in (k8s_standin.py) served on a free port; ``url`` is set."""
+    s = StandIn()
+    runner = web.AppRunner(s.app())
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    s.url = f"http://127.0.0.1:{port}"
+    yield s
+    await runner.cleanup()

@@ -9,30 +9,16 @@ from typing import Any
 import httpx
 import pytest
 
-from aimp_core.auth import JwksVerifier
-from aimp_deploy_control.app import create_app
-from aimp_deploy_control.settings import DeployControlSettings
+from .dc_harness import bearer, in_process
 
 
 @pytest.fixture
 async def api(aimp_home: Path, dc_keys: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings = DeployControlSettings(
-        home=aimp_home,
-        database_url=None,
-        jwks_url=dc_keys.jwks_url,
-        token_issuer=dc_keys.issuer,
-        registry_url="http://127.0.0.1:9/eureka",
-        deploy_control_java_pod_command="/bin/true",
-    )
-    app = create_app(settings, verifier=JwksVerifier(dc_keys.jwks_url, issuer=dc_keys.issuer))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://dc") as http:
-            yield http
-
-
-def bearer(keys: Any, *roles: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {keys.mint(list(roles))}"}
+    java = "/bin/true"
+    async with in_process(
+        dc_keys, home=aimp_home, database_url=None, deploy_control_java_pod_command=java
+    ) as http:
+        yield http
 
 
 async def test_tokens_and_roles(api: httpx.AsyncClient, dc_keys: Any) -> None:

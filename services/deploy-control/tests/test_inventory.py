@@ -4,7 +4,6 @@ through the API stand-in, GET /v1/nodes with its role check, and the resources s
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,13 +12,9 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from aiohttp import web
 from pydantic import ValidationError
 
-from aimp_core.auth import JwksVerifier
-from aimp_core.net import free_port
 from aimp_deploy_control import nvml
-from aimp_deploy_control.app import create_app
 from aimp_deploy_control.backend import PodInfo, PodSpec, ProcessInfo, Resources
 from aimp_deploy_control.backends import make_inventory
 from aimp_deploy_control.inventory import Demand, Inventory
@@ -29,21 +24,7 @@ from aimp_deploy_control.lifecycle import PodState
 from aimp_deploy_control.resources import ResourcesSpec
 from aimp_deploy_control.settings import DeployControlSettings
 
-
-def _load_standin() -> Any:
-    """k8s_standin.py beside this file (tests import with --import-mode=importlib)."""
-    if "k8s_standin" not in sys.modules:
-        found = importlib.util.spec_from_file_location(
-            "k8s_standin", Path(__file__).with_name("k8s_standin.py")
-        )
-        assert found is not None and found.loader is not None
-        module = importlib.util.module_from_spec(found)
-        sys.modules["k8s_standin"] = module
-        found.loader.exec_module(module)
-    return sys.modules["k8s_standin"]
-
-
-StandIn = _load_standin().StandIn
+from .dc_harness import bearer, in_process
 
 
 class Pods:
@@ -110,18 +91,6 @@ async def test_gpu_check_refuses_a_share_that_does_not_fit() -> None:
     assert await inv.gpu_refusal(Demand("cpu", 3, Resources(cpu=1)), [old]) is None
 
 
-@pytest.fixture
-async def standin() -> AsyncIterator[Any]:
-    s = StandIn()
-    runner = web.AppRunner(s.app())
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    s.url = f"http://127.0.0.1:{port}"
-    yield s
-    await runner.cleanup()
-
-
 GPU_NODE = {
     "metadata": {
         "name": "n1",
@@ -185,17 +154,8 @@ async def test_kubernetes_nodes_show_gpus_and_pods_with_metrics(
 
 @pytest.fixture
 async def api(aimp_home: Path, dc_keys: Any) -> AsyncIterator[httpx.AsyncClient]:
-    settings = DeployControlSettings(
-        home=aimp_home,
-        jwks_url=dc_keys.jwks_url,
-        token_issuer=dc_keys.issuer,
-        registry_url="http://127.0.0.1:9/eureka",
-    )
-    app = create_app(settings, verifier=JwksVerifier(dc_keys.jwks_url, issuer=dc_keys.issuer))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://dc") as http:
-            yield http
+    async with in_process(dc_keys, home=aimp_home) as http:
+        yield http
 
 
 async def test_nodes_endpoint_needs_a_reader_and_lists_this_host(
@@ -203,10 +163,8 @@ async def test_nodes_endpoint_needs_a_reader_and_lists_this_host(
 ) -> None:
     """GET /v1/nodes is 401 without a token, 403 for an invoker, and this host for an operator."""
     assert (await api.get("/v1/nodes")).status_code == 401
-    invoker = {"Authorization": f"Bearer {dc_keys.mint(['invoker'])}"}
-    assert (await api.get("/v1/nodes", headers=invoker)).status_code == 403
-    operator = {"Authorization": f"Bearer {dc_keys.mint(['operator'])}"}
-    resp = await api.get("/v1/nodes", headers=operator)
+    assert (await api.get("/v1/nodes", headers=bearer(dc_keys, "invoker"))).status_code == 403
+    resp = await api.get("/v1/nodes", headers=bearer(dc_keys, "operator"))
     assert resp.status_code == 200
     (node,) = resp.json()["nodes"]
     assert node["cpu_cores"] == psutil.cpu_count() and node["pods"] == []

@@ -7,8 +7,6 @@ with kubernetes-validate against the newest Kubernetes it knows and 1.33.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,21 +24,8 @@ from aimp_deploy_control.k8s_settings import KubernetesSettings
 from aimp_deploy_control.lifecycle import PodState
 from aimp_deploy_control.settings import DeployControlSettings
 
+from .k8s_standin import StandIn
 
-def _load_standin() -> Any:
-    """k8s_standin.py beside this file (tests import with --import-mode=importlib)."""
-    if "k8s_standin" not in sys.modules:
-        found = importlib.util.spec_from_file_location(
-            "k8s_standin", Path(__file__).with_name("k8s_standin.py")
-        )
-        assert found is not None and found.loader is not None
-        module = importlib.util.module_from_spec(found)
-        sys.modules["k8s_standin"] = module
-        found.loader.exec_module(module)
-    return sys.modules["k8s_standin"]
-
-
-StandIn = _load_standin().StandIn
 NS = "aimp"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 SERVICES = f"/api/v1/namespaces/{NS}/services"
@@ -55,18 +40,6 @@ def valid(doc: dict[str, Any]) -> dict[str, Any]:
 
 def spec(replica: int = 0, **kw: Any) -> PodSpec:
     return PodSpec("iris", replica, "/app/models/iris/model.joblib", "sklearn", **kw)
-
-
-@pytest.fixture
-async def standin() -> AsyncIterator[StandIn]:
-    s = StandIn()
-    runner = web.AppRunner(s.app())
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    s.url = f"http://127.0.0.1:{port}"
-    yield s
-    await runner.cleanup()
 
 
 def make_backend(url: str, tmp_path: Path, **k8s: Any) -> KubernetesBackend:

@@ -5,124 +5,61 @@ the real registry), its state in SQL across a restart of deploy-control."""
 from __future__ import annotations
 
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from sqlalchemy import create_engine
 
-from aimp_core.auth import JwksVerifier
-from aimp_core.net import free_port, wait_http_ok
-from aimp_deploy_control.app import create_app
 from aimp_deploy_control.loadtest import LoadTestState
 from aimp_deploy_control.loadtest_settings import LoadTestSettings
 from aimp_deploy_control.loadtest_store import LoadTestStore
 from aimp_deploy_control.local_backend import LocalProcessBackend
-from aimp_deploy_control.settings import DeployControlSettings
 
-T = TypeVar("T")
+from .conftest import KeyServer
+from .dc_harness import Api, fast_sidecars, local_settings, make_app, new_home, served, wait_for
+
 KNEE_SERVER = Path(__file__).with_name("knee_server.py")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 30) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@dataclass
-class Api:
-    http: httpx.Client
-    headers: dict[str, str]
-
-    def get(self, path: str) -> httpx.Response:
-        return self.http.get(path, headers=self.headers)
-
-    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return self.http.post(path, json=body, headers=self.headers)
-
-    def loadtest(self, name: str) -> dict[str, Any]:
-        resp = self.get(f"/v1/deployments/{name}/loadtest")
-        assert resp.status_code == 200, resp.text
-        return dict(resp.json())
+def loadtest(api: Api, name: str) -> dict[str, Any]:
+    """GET /v1/deployments/{name}/loadtest (200 expected)."""
+    resp = api.get(f"/v1/deployments/{name}/loadtest")
+    assert resp.status_code == 200, resp.text
+    return dict(resp.json())
 
 
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("loadtest") / "aimp-home"
-    path.mkdir()
-    return path
+    return new_home(tmp_path_factory, "loadtest")
 
 
 @pytest.fixture(scope="module")
-def serve(home: Path, registry_url: str, dc_keys: Any) -> Iterator[Callable[[], Any]]:
+def serve(home: Path, registry_url: str, dc_keys: KeyServer) -> Iterator[Callable[[], Any]]:
     """Starts deploy-control on ``home`` (again after a stop: same database)."""
-    env = pytest.MonkeyPatch()
-    env.setenv("AIMP_SIDECAR_READY_POLL_INTERVAL_S", "0.1")  # inherited by the sidecars
-    env.setenv("AIMP_SIDECAR_DRAIN_GRACE_S", "0")
     # 20 ms a call up to 2 in flight, 300 ms beyond: the knee is near 100 calls/s.
     pod = [sys.executable, str(KNEE_SERVER), "--base-ms", "20", "--knee", "2", "--slow-ms", "300"]
 
     @contextmanager
     def running() -> Iterator[Api]:
-        settings = DeployControlSettings(
-            home=home,
-            database_url=None,
-            registry_url=registry_url,
-            jwks_url=dc_keys.jwks_url,
-            token_issuer=dc_keys.issuer,
-            pod_command=pod,
-            supervise_interval_s=0.1,
-            restart_backoff_initial_s=0.1,
-        )
-        app = create_app(
-            settings,
-            verifier=JwksVerifier(dc_keys.jwks_url, issuer=dc_keys.issuer),
-            backend=LocalProcessBackend(settings),
-        )
+        settings = local_settings(home, registry_url, dc_keys, pod, restart_backoff_initial_s=0.1)
+        app = make_app(settings, dc_keys, LocalProcessBackend(settings))
         app.state.loadtest_settings = LoadTestSettings(start_rps=20, min_rps=2, resolution=0.2)
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False
-            )
-        )
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_http_ok(url + "/healthz", timeout_s=20)
-            headers = {"Authorization": f"Bearer {dc_keys.mint(['operator'], ttl_s=600)}"}
-            with httpx.Client(base_url=url, timeout=10) as http:
-                yield Api(http, headers)
-        finally:
-            server.should_exit = True
-            thread.join(60)
+        with served(app, dc_keys) as api:
+            yield api
 
-    yield running
-    env.undo()
+    with fast_sidecars():
+        yield running
 
 
 def deploy(api: Api, home: Path) -> str:
     model = home / "model.joblib"
     model.write_bytes(b"the knee server does not read it")
     name = f"lt-{uuid.uuid4().hex[:6]}"
-    body = {"name": name, "model_file": str(model), "framework": "sklearn"}
-    resp = api.post("/v1/deployments", body)
-    assert resp.status_code == 201, resp.text
-
+    api.deploy(name, model)
     wait_for("the pod to be RUNNING", lambda: True if running(api, name) else None)
     return name
 
@@ -151,12 +88,12 @@ def test_load_test_runs_to_a_result_that_survives_a_restart(
         assert again.status_code == 409 and "already running" in again.json()["detail"]
         progress = wait_for(
             "a step in progress",
-            lambda: t if (t := api.loadtest(name))["current_step"] >= 2 else None,
+            lambda: t if (t := loadtest(api, name))["current_step"] >= 2 else None,
         )
         assert progress["state"] == "running" and progress["current_rate_rps"] > 0
         done = wait_for(
             "the load test to finish",
-            lambda: t if (t := api.loadtest(name))["state"] != "running" else None,
+            lambda: t if (t := loadtest(api, name))["state"] != "running" else None,
         )
         assert done["state"] == "done", done
         result = done["result"]
@@ -170,14 +107,14 @@ def test_load_test_runs_to_a_result_that_survives_a_restart(
         assert done["stop_reason"] == "converged" and done["finished_at"]
 
     with serve() as api:
-        assert api.loadtest(name) == done  # stored in SQL
+        assert loadtest(api, name) == done  # stored in SQL
         wait_for("the restored pod", lambda: True if running(api, name) else None)
         long = {"latency_target_ms": 120, "max_rate": 400, "step_duration_s": 60}
         assert api.post(f"/v1/deployments/{name}/loadtest", long).status_code == 202
         # deploy-control stops in the middle of a 60 s step
 
     with serve() as api:
-        cancelled = api.loadtest(name)
+        cancelled = loadtest(api, name)
         assert cancelled["state"] == "cancelled" and "stopped" in cancelled["error"]
         scaled = api.http.put(
             f"/v1/deployments/{name}/scale", json={"replicas": 0}, headers=api.headers

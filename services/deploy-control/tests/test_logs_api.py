@@ -7,133 +7,33 @@ from __future__ import annotations
 import os
 import re
 import signal
-import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from aimp_core.auth import JwksVerifier
-from aimp_core.net import free_port, wait_http_ok
-from aimp_deploy_control.app import create_app
-from aimp_deploy_control.local_backend import LocalProcessBackend
 from aimp_deploy_control.observe_settings import PodObserveSettings
-from aimp_deploy_control.settings import DeployControlSettings
 
-T = TypeVar("T")
-
-#: Stands in for Triton: answers the OIP readiness checks, prints 200 boot lines, then a
-#: numbered tick every 50 ms (a real process writing its real log file).
-FAKE_POD = """#!{python}
-import argparse, threading, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-parser = argparse.ArgumentParser()
-parser.add_argument("--name")
-parser.add_argument("--http-port", type=int)
-args, _ = parser.parse_known_args()
-READY = ("/v2/health/ready", "/v2/health/live", f"/v2/models/{{args.name}}/ready")
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path in READY else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *_args):
-        pass
-
-server = ThreadingHTTPServer(("127.0.0.1", args.http_port), Handler)
-for i in range(200):
-    print(f"boot {{i}}", flush=True)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-i = 0
-while True:
-    print(f"tick {{i}}", flush=True)
-    i += 1
-    time.sleep(0.05)
-"""
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 30) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@dataclass
-class Api:
-    url: str
-    headers: dict[str, str]
-    http: httpx.Client
-
-    def pod(self, name: str) -> dict[str, Any]:
-        resp = self.http.get(f"/v1/deployments/{name}", headers=self.headers)
-        assert resp.status_code == 200, resp.text
-        return dict(resp.json()["pods"][0])
-
-    def deploy(self, name: str, model_file: Path) -> None:
-        body = {"name": name, "model_file": str(model_file), "framework": "sklearn"}
-        resp = self.http.post("/v1/deployments", json=body, headers=self.headers)
-        assert resp.status_code == 201, resp.text
+from .conftest import KeyServer
+from .dc_harness import Api, bearer, new_home, oip_pod, serve_pods, wait_for
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, registry_url: str, dc_keys: Any) -> Iterator[Api]:
-    home = tmp_path_factory.mktemp("logs") / "aimp-home"
-    home.mkdir()
-    pod = home / "fake-pod"
-    pod.write_text(FAKE_POD.format(python=sys.executable))
-    pod.chmod(0o755)
-    # Inherited by the sidecars: faster status changes and drains.
-    env = pytest.MonkeyPatch()
-    env.setenv("AIMP_SIDECAR_READY_POLL_INTERVAL_S", "0.1")
-    env.setenv("AIMP_SIDECAR_DRAIN_GRACE_S", "0")
-    settings = DeployControlSettings(
-        home=home,
-        database_url=None,
-        registry_url=registry_url,
-        jwks_url=dc_keys.jwks_url,
-        token_issuer=dc_keys.issuer,
-        pod_command=[str(pod)],
-        supervise_interval_s=0.1,
-        restart_backoff_initial_s=0.1,
-    )
+def api(
+    tmp_path_factory: pytest.TempPathFactory, registry_url: str, dc_keys: KeyServer
+) -> Iterator[Api]:
+    """deploy-control under uvicorn whose pods print boot lines, then a tick every 50 ms."""
     observe = PodObserveSettings(log_follow_poll_interval_s=0.05)
-    app = create_app(
-        settings,
-        verifier=JwksVerifier(dc_keys.jwks_url, issuer=dc_keys.issuer),
-        backend=LocalProcessBackend(settings, observe),
-    )
-    app.state.pod_observe = observe
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(url + "/healthz", timeout_s=20)
-        headers = {"Authorization": f"Bearer {dc_keys.mint(['operator'], ttl_s=600)}"}
-        with httpx.Client(base_url=url, timeout=10) as http:
-            yield Api(url, headers, http)
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        env.undo()
+    home = new_home(tmp_path_factory, "logs")
+    pod = oip_pod("ticks")
+    with serve_pods(
+        home, registry_url, dc_keys, pod, observe, restart_backoff_initial_s=0.1
+    ) as api:
+        yield api
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +92,7 @@ def test_wrong_pod_process_or_tail_say_what_to_fix(api: Api, deployed: str, dc_k
         many = api.http.get(path, params={"tail": 10_001}, headers=api.headers)
         assert many.status_code == 400 and "0 to 10000" in many.json()["detail"]
         assert api.http.get(path).status_code == 401
-    invoker = {"Authorization": f"Bearer {dc_keys.mint(['invoker'])}"}
+    invoker = bearer(dc_keys, "invoker")
     assert api.http.get(f"/v1/pods/{pod_id}/logs", headers=invoker).status_code == 403
 
 

@@ -4,123 +4,28 @@ Triton, behind the real sidecar registering in the real registry)."""
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from aimp_core.auth import JwksVerifier
-from aimp_core.net import free_port, wait_http_ok
-from aimp_deploy_control.app import create_app
-from aimp_deploy_control.settings import DeployControlSettings
-
-T = TypeVar("T")
-
-#: Stands in for Triton: answers the OIP readiness checks; an inference call logs that it
-#: began and is held until the file named by $HOLD_FILE (from the revision's env) exists.
-FAKE_POD = """#!{python}
-import argparse, json, os, time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-parser = argparse.ArgumentParser()
-parser.add_argument("--name")
-parser.add_argument("--http-port", type=int)
-args, _ = parser.parse_known_args()
-READY = ("/v2/health/ready", "/v2/health/live", f"/v2/models/{{args.name}}/ready")
-
-class Handler(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200 if self.path in READY else 404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        print("infer started", flush=True)
-        deadline = time.monotonic() + 20
-        while not os.path.exists(os.environ["HOLD_FILE"]) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        body = json.dumps({{"outputs": []}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_args):
-        pass
-
-ThreadingHTTPServer(("127.0.0.1", args.http_port), Handler).serve_forever()
-"""
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout_s: float = 30) -> T:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = probe()
-        if value is not None:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@dataclass
-class Api:
-    url: str
-    headers: dict[str, str]
-    http: httpx.Client
-
-    def view(self, name: str) -> dict[str, Any]:
-        resp = self.http.get(f"/v1/deployments/{name}", headers=self.headers)
-        assert resp.status_code == 200, resp.text
-        return dict(resp.json())
+from .conftest import KeyServer
+from .dc_harness import Api, new_home, oip_pod, serve_pods, wait_for
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory, registry_url: str, dc_keys: Any) -> Iterator[Api]:
-    home = tmp_path_factory.mktemp("spec") / "aimp-home"
-    home.mkdir()
-    pod = home / "fake-pod"
-    pod.write_text(FAKE_POD.format(python=sys.executable))
-    pod.chmod(0o755)
-    env = pytest.MonkeyPatch()
-    env.setenv("AIMP_SIDECAR_READY_POLL_INTERVAL_S", "0.1")  # inherited by the sidecars
-    env.setenv("AIMP_SIDECAR_DRAIN_GRACE_S", "0")
-    settings = DeployControlSettings(
-        home=home,
-        database_url=None,
-        registry_url=registry_url,
-        jwks_url=dc_keys.jwks_url,
-        token_issuer=dc_keys.issuer,
-        pod_command=[str(pod)],
-        supervise_interval_s=0.1,
-    )
-    app = create_app(settings, verifier=JwksVerifier(dc_keys.jwks_url, issuer=dc_keys.issuer))
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(url + "/healthz", timeout_s=20)
-        headers = {"Authorization": f"Bearer {dc_keys.mint(['operator'], ttl_s=600)}"}
-        with httpx.Client(base_url=url, timeout=10) as http:
-            yield Api(url, headers, http)
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        env.undo()
+def api(
+    tmp_path_factory: pytest.TempPathFactory, registry_url: str, dc_keys: KeyServer
+) -> Iterator[Api]:
+    """deploy-control under uvicorn whose pods hold an inference call until $HOLD_FILE exists."""
+    home = new_home(tmp_path_factory, "spec")
+    with serve_pods(home, registry_url, dc_keys, oip_pod("hold")) as api:
+        yield api
 
 
 @dataclass(frozen=True)
