@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,18 +14,25 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import uvicorn
+import redis
 from aiohttp import web
 
 from aimp_core.db import make_engine
-from aimp_core.net import free_port, wait_http_ok
 from aimp_core.registry_client import META_REVISION, EurekaClient, instance_document
-from aimp_gateway.app import build_app
 from aimp_gateway.keys import SigningKey, load_or_create
 from aimp_gateway.settings import GatewaySettings
 from aimp_gateway.store import Store
 
-ADMIN_PASSWORD = "correct-horse-battery-staple"
+from .gateways import (
+    ADMIN_PASSWORD,
+    AiohttpServer,
+    Backends,
+    admin_token,
+    client_token,
+    start_gateway,
+    write_credentials_file,
+)
+
 ISSUER = "http://gateway.test"
 
 
@@ -76,7 +82,7 @@ class Seen:
     response_body: bytes = b""
 
 
-class OipUpstream:
+class OipUpstream(AiohttpServer):
     """A small aiohttp server speaking a piece of the Open Inference Protocol (KServe v2).
 
     ``infer`` doubles every FP32 input (JSON or binary tensor data) and answers in
@@ -84,11 +90,8 @@ class OipUpstream:
     """
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.seen: list[Seen] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     async def _metadata(self, request: web.Request) -> web.Response:
         self._record(request, b"")
@@ -167,49 +170,13 @@ class OipUpstream:
         self.seen.append(seen)
         return seen
 
-    async def _start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
             app.router.add_get(prefix, self._metadata)
             app.router.add_get(prefix + "/ready", self._ready)
             app.router.add_post(prefix + "/infer", self._infer)
         app.router.add_route("*", "/echo/{tail:.*}", self._echo)
         app.router.add_get("/slow/{seconds}", self._slow)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-
-class ServerThread:
-    """An ASGI app served by uvicorn on a free port in a background thread (with lifespan)."""
-
-    def __init__(self, app: Any, port: int) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, loop="asyncio", http="httptools",
-            lifespan="on", log_config=None, access_log=False,
-        )  # fmt: skip
-        self.server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        wait_http_ok(self.url + "/healthz", timeout_s=20)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self._thread.join(20)
 
 
 def register(registry_url: str, app: str, port: int, *, status: str = "UP", rev: str = "r1") -> str:
@@ -242,24 +209,13 @@ class RunningGateway:
     secrets: dict[str, str]
 
     def token(self, client_id: str) -> str:
-        resp = httpx.post(
-            self.url + "/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(client_id, self.secrets[client_id]),
-        )
-        resp.raise_for_status()
-        return str(resp.json()["access_token"])
+        return client_token(self.url, client_id, self.secrets[client_id])
 
     def auth(self, client_id: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(client_id)}"}
 
     def admin_auth(self) -> dict[str, str]:
-        resp = httpx.post(
-            self.url + "/oauth/token",
-            data={"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD},
-        )
-        resp.raise_for_status()
-        return {"Authorization": f"Bearer {resp.json()['access_token']}"}
+        return {"Authorization": f"Bearer {admin_token(self.url)}"}
 
 
 #: Clients the integration gateway knows: id -> roles.
@@ -286,58 +242,47 @@ def oip_upstream() -> Iterator[OipUpstream]:
 
 
 @pytest.fixture(scope="session")
+def backends(redis_url: str, registry_url: str, kafka_bootstrap: str) -> Backends:
+    """The real Redis, registry and Tansu, for ``gateways.start_gateway``."""
+    return Backends(redis_url, registry_url, kafka_bootstrap)
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    """A synchronous client of the real Redis (2 s socket timeout)."""
+    client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
 def gateway(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_url: str,
-    registry_url: str,
-    kafka_bootstrap: str,
-    oip_upstream: OipUpstream,
+    tmp_path_factory: pytest.TempPathFactory, backends: Backends, oip_upstream: OipUpstream
 ) -> Iterator[RunningGateway]:
     """The real gateway (uvicorn, lifespan) against real Redis, registry, Tansu and upstream."""
     home = tmp_path_factory.mktemp("gateway-home")
     suffix = uuid.uuid4().hex[:6]
     secrets = {cid: f"{cid}-secret-{suffix}" for cid in TEST_CLIENTS}
-    creds = home / "credentials.json"
-    creds.write_text(
-        json.dumps(
-            {
-                "admin": {"username": "admin", "password": ADMIN_PASSWORD},
-                "clients": [
-                    {"client_id": f"{cid}", "client_secret": secrets[cid], "roles": roles}
-                    for cid, roles in TEST_CLIENTS.items()
-                ],
-            }
-        )
-    )
+    creds = write_credentials_file(home, TEST_CLIENTS, secrets)
     model, starting = f"echo-{suffix}", f"starting-{suffix}"
-    instance_id = register(registry_url, model.upper(), oip_upstream.port)
-    register(registry_url, starting.upper(), oip_upstream.port, status="STARTING")
-    port = free_port()
-    settings = GatewaySettings(
-        home=home,
-        redis_url=redis_url,
-        registry_url=registry_url,
-        kafka_bootstrap=kafka_bootstrap,
-        token_issuer=f"http://127.0.0.1:{port}",
-        gateway_port=port,
-        gateway_credentials_file=creds,
-        gateway_rate_per_s=TEST_RATE_PER_S,
-        gateway_rate_burst=TEST_BURST,
+    instance_id = register(backends.registry_url, model.upper(), oip_upstream.port)
+    register(backends.registry_url, starting.upper(), oip_upstream.port, status="STARTING")
+    started = start_gateway(
+        backends, home, creds,
+        gateway_rate_per_s=TEST_RATE_PER_S, gateway_rate_burst=TEST_BURST,
         gateway_instance_header=True,
-    )
-    server = ServerThread(build_app(settings), port)
-    server.start()
+    )  # fmt: skip
     running = RunningGateway(
-        server.url, settings, oip_upstream, model, instance_id, starting, secrets
+        started.url, started.settings, oip_upstream, model, instance_id, starting, secrets
     )
     headers = running.auth("invoker-app")
     deadline = time.monotonic() + 10
-    while httpx.get(f"{server.url}/v2/models/{model}/ready", headers=headers).status_code != 200:
+    while httpx.get(f"{started.url}/v2/models/{model}/ready", headers=headers).status_code != 200:
         if time.monotonic() > deadline:
             raise RuntimeError("the gateway never routed to the registered upstream")
         time.sleep(0.1)
     yield running
-    server.stop()
+    started.server.stop()
 
 
 @pytest.fixture

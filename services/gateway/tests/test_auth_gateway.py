@@ -8,26 +8,30 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from aimp_core.events import TOPIC_AUDIT
-from aimp_core.net import free_port
 from aimp_core.testing import KeyServer, serve_jwks
-from aimp_gateway.app import build_app
 from aimp_gateway.asgi import GatewayApp
 from aimp_gateway.keys import KeyRing
-from aimp_gateway.settings import GatewaySettings
 
-from .conftest import ADMIN_PASSWORD, OipUpstream, ServerThread, register
+from .conftest import OipUpstream, register
+from .gateways import (
+    ADMIN_PASSWORD,
+    Backends,
+    audit_events,
+    client_token,
+    new_home,
+    sign_in,
+    start_gateways,
+    wait_until,
+)
 
 ISSUER = "http://gateway.auth.test"  # shared, so either gateway accepts the other's tokens
 IDP_ISSUER = "https://idp.auth.test/realms/ml"
@@ -52,22 +56,10 @@ class Pair:
     cached: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def client_token(self, client_id: str, url: str | None = None) -> str:
-        resp = httpx.post(
-            (url or self.a) + "/oauth/token",
-            data={"grant_type": "client_credentials"},
-            auth=(client_id, self.secrets[client_id]),
-        )
-        resp.raise_for_status()
-        return str(resp.json()["access_token"])
+        return client_token(url or self.a, client_id, self.secrets[client_id])
 
     def sign_in(self, username: str = "admin", password: str = ADMIN_PASSWORD) -> dict[str, Any]:
-        resp = httpx.post(
-            self.a + "/oauth/token",
-            data={"grant_type": "password", "username": username, "password": password},
-        )
-        resp.raise_for_status()
-        body: dict[str, Any] = resp.json()
-        return body
+        return sign_in(self.a, username, password)
 
     def admin(self) -> dict[str, str]:
         if "admin" not in self.cached:
@@ -98,66 +90,26 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_url: str,
-    registry_url: str,
-    kafka_bootstrap: str,
-    oip_upstream: OipUpstream,
+    tmp_path_factory: pytest.TempPathFactory, backends: Backends, oip_upstream: OipUpstream
 ) -> Iterator[Pair]:
-    home: Path = tmp_path_factory.mktemp("auth-pair")
-    secrets = {cid: uuid.uuid4().hex for cid in CLIENTS}
-    creds = home / "credentials.json"
-    creds.write_text(
-        json.dumps(
-            {
-                "admin": {"username": "admin", "password": ADMIN_PASSWORD},
-                "clients": [
-                    {"client_id": cid, "client_secret": secrets[cid], "roles": roles}
-                    for cid, roles in CLIENTS.items()
-                ],
-            }
-        )
-    )
+    home, secrets, creds = new_home(tmp_path_factory, "auth-pair", CLIENTS)
     model = f"auth-{uuid.uuid4().hex[:6]}"
-    register(registry_url, model.upper(), oip_upstream.port)
+    register(backends.registry_url, model.upper(), oip_upstream.port)
     with serve_jwks(IDP_ISSUER) as idp:
-        servers, apps = [], []
-        for _ in range(2):
-            port = free_port()
-            settings = GatewaySettings(
-                home=home,
-                redis_url=redis_url,
-                registry_url=registry_url,
-                kafka_bootstrap=kafka_bootstrap,
-                token_issuer=ISSUER,
-                gateway_port=port,
-                gateway_credentials_file=creds,
-                gateway_lockout_base_delay_s=0,  # lock without waiting out the slow-downs
-                gateway_external_issuer=IDP_ISSUER,
-                gateway_external_jwks_url=idp.jwks_url,
-                gateway_external_audience=IDP_AUDIENCE,
-                gateway_external_role_map={"ml-apps": ["invoker"], "ml-auditors": ["auditor"]},
-            )
-            app = build_app(settings)
-            server = ServerThread(app, port)
-            server.start()
-            servers.append(server)
-            apps.append(app)
-        running = Pair(servers[0].url, servers[1].url, apps[0], apps[1], model, secrets, idp)
+        a, b = start_gateways(
+            backends, home, creds, issuer=ISSUER,
+            gateway_lockout_base_delay_s=0,  # lock without waiting out the slow-downs
+            gateway_external_issuer=IDP_ISSUER,
+            gateway_external_jwks_url=idp.jwks_url,
+            gateway_external_audience=IDP_AUDIENCE,
+            gateway_external_role_map={"ml-apps": ["invoker"], "ml-auditors": ["auditor"]},
+        )  # fmt: skip
+        running = Pair(a.url, b.url, a.app, b.app, model, secrets, idp)
         token = running.client_token("auth-invoker")
-        _wait(lambda: running.call(running.b, token).status_code == 200, timeout_s=10)
+        wait_until(lambda: running.call(running.b, token).status_code == 200, timeout_s=10)
         yield running
-        for server in servers:
-            server.stop()
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            pytest.fail(f"condition not met within {timeout_s} s")
-        time.sleep(0.02)
-    return time.monotonic() - start
+        for gateway in (a, b):
+            gateway.server.stop()
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -205,7 +157,7 @@ def test_revocation_reaches_every_gateway(pair: Pair) -> None:
     )
     assert resp.status_code == 200
     assert pair.call(pair.a, token).status_code == 401
-    took = _wait(lambda: pair.call(pair.b, token).status_code == 401, timeout_s=1.0)
+    took = wait_until(lambda: pair.call(pair.b, token).status_code == 401, timeout_s=1.0)
     assert took < 1.0
     assert "revoked" in pair.call(pair.b, token).json()["error"]
     introspected = httpx.post(
@@ -229,7 +181,7 @@ def test_rotated_key_keeps_old_tokens_valid(pair: Pair) -> None:
     new_kid = next(kid for kid, state in states.items() if state == "active")
     assert new_kid != old_kid and states[old_kid] == "retired"
 
-    _wait(lambda: pair.ring_of(pair.app_b).active.kid == new_kid, timeout_s=2.0)
+    wait_until(lambda: pair.ring_of(pair.app_b).active.kid == new_kid, timeout_s=2.0)
     from_b = pair.client_token("auth-invoker", url=pair.b)
     assert json.loads(base64.urlsafe_b64decode(from_b.split(".")[0] + "=="))["kid"] == new_kid
     for url in (pair.a, pair.b):
@@ -254,7 +206,11 @@ def test_refresh_rotation_and_reuse_over_http(pair: Pair) -> None:
     replay = httpx.post(pair.a + "/oauth/token", data=refresh)
     assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
     for url in (pair.a, pair.b):
-        _wait(lambda u=url: httpx.get(u + "/admin/users", headers=admin).status_code == 401, 1.0)
+
+        def refused(u: str = url) -> bool:
+            return httpx.get(u + "/admin/users", headers=admin).status_code == 401
+
+        wait_until(refused, 1.0)
 
 
 def test_users_admin_with_audit_events(pair: Pair, kafka_bootstrap: str) -> None:
@@ -301,7 +257,7 @@ def test_users_admin_with_audit_events(pair: Pair, kafka_bootstrap: str) -> None
     assert httpx.delete(f"{users}/{name}", headers=manager).status_code == 204
     assert httpx.get(f"{users}/{name}", headers=auditor).status_code == 404
 
-    events = asyncio.run(_audit_events(kafka_bootstrap, f"users/{name}", count=4))
+    events = asyncio.run(audit_events(kafka_bootstrap, f"users/{name}", count=4))
     assert [e["action"] for e in events] == [
         "user.create", "user.update", "user.password_reset", "user.delete",
     ]  # fmt: skip
@@ -340,7 +296,7 @@ def test_client_admin_and_roles_listing(pair: Pair, kafka_bootstrap: str) -> Non
         "auditor",
         "invoke:<service>",
     } == names
-    events = asyncio.run(_audit_events(kafka_bootstrap, f"clients/{cid}", count=2))
+    events = asyncio.run(audit_events(kafka_bootstrap, f"clients/{cid}", count=2))
     assert [e["action"] for e in events] == ["client.create", "client.update"]
     assert secret not in json.dumps(events)
 
@@ -383,28 +339,3 @@ def test_external_provider_tokens_on_the_data_plane(pair: Pair) -> None:
         assert pair.call(url, ok).status_code == 200
         assert pair.call(url, unmapped).status_code == 403
         assert pair.call(url, elsewhere).status_code == 401
-
-
-async def _audit_events(bootstrap: str, target: str, *, count: int) -> list[dict[str, Any]]:
-    """The audit events about ``target`` (waits up to 15 s for ``count`` of them)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and len(found) < count:
-            partitions = consumer.partitions_for_topic(TOPIC_AUDIT)
-            if not partitions:
-                await consumer.topics()
-                await asyncio.sleep(0.2)
-                continue
-            tps = [TopicPartition(TOPIC_AUDIT, p) for p in partitions]
-            if not consumer.assignment():
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                events = [json.loads(r.value) for r in records]
-                found += [e for e in events if e["target"] == target]
-    finally:
-        await consumer.stop()
-    return sorted(found, key=lambda e: e["ts"])

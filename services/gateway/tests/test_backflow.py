@@ -19,8 +19,6 @@ from hypothesis import strategies as st
 from redis import Redis
 
 from aimp_core.events import TOPIC_BACKFLOW
-from aimp_core.net import free_port
-from aimp_gateway.app import build_app
 from aimp_gateway.backflow import (
     CHANNEL,
     RATES_KEY,
@@ -29,9 +27,9 @@ from aimp_gateway.backflow import (
     parse_rates,
     payload,
 )
-from aimp_gateway.settings import GatewaySettings
 
-from .conftest import ADMIN_PASSWORD, OipUpstream, ServerThread, register
+from .conftest import OipUpstream, register
+from .gateways import Backends, client_token, start_gateway, write_credentials_file
 
 ids = st.text(min_size=1, max_size=40)
 rates = st.floats(min_value=0, max_value=100)
@@ -96,46 +94,17 @@ class Gw:
 
 @pytest.fixture(scope="module")
 def backflow_gateway(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_url: str,
-    registry_url: str,
-    kafka_bootstrap: str,
-    oip_upstream: OipUpstream,
+    tmp_path_factory: pytest.TempPathFactory, backends: Backends, oip_upstream: OipUpstream
 ) -> Iterator[Gw]:
     """A gateway of its own (no low rate limit) with a small backflow body cap."""
     home: Path = tmp_path_factory.mktemp("backflow-gw")
     secret = uuid.uuid4().hex
-    creds = home / "credentials.json"
-    creds.write_text(
-        json.dumps(
-            {
-                "admin": {"username": "admin", "password": ADMIN_PASSWORD},
-                "clients": [{"client_id": "bf-app", "client_secret": secret, "roles": ["invoker"]}],
-            }
-        )
-    )
+    creds = write_credentials_file(home, {"bf-app": ["invoker"]}, {"bf-app": secret})
     model = f"bf-{uuid.uuid4().hex[:6]}"
-    register(registry_url, model.upper(), oip_upstream.port)
-    port = free_port()
-    settings = GatewaySettings(
-        home=home,
-        redis_url=redis_url,
-        registry_url=registry_url,
-        kafka_bootstrap=kafka_bootstrap,
-        token_issuer=f"http://127.0.0.1:{port}",
-        gateway_port=port,
-        gateway_credentials_file=creds,
-        gateway_backflow_max_body_bytes=2048,
-    )
-    server = ServerThread(build_app(settings), port)
-    server.start()
-    token = httpx.post(
-        f"{server.url}/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=("bf-app", secret),
-    ).json()["access_token"]
-    yield Gw(server.url, model, token)
-    server.stop()
+    register(backends.registry_url, model.upper(), oip_upstream.port)
+    started = start_gateway(backends, home, creds, gateway_backflow_max_body_bytes=2048)
+    yield Gw(started.url, model, client_token(started.url, "bf-app", secret))
+    started.server.stop()
 
 
 def set_rate(redis_url: str, service: str, rate: float) -> None:

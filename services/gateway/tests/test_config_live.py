@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -14,13 +13,10 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis import Redis
 
 from aimp_core.db import make_engine
-from aimp_core.events import TOPIC_AUDIT
 from aimp_core.net import free_port
-from aimp_gateway.app import build_app
 from aimp_gateway.asgi import GatewayApp
 from aimp_gateway.config_schemas import ConfigDocument, ServiceConfigWrite
 from aimp_gateway.config_store import Change, ConfigStore
@@ -29,7 +25,16 @@ from aimp_gateway.policy import LiveConfig, RevisionWeight
 from aimp_gateway.settings import GatewaySettings
 from aimp_gateway.throttle import make_redis
 
-from .conftest import ADMIN_PASSWORD, OipUpstream, ServerThread, register
+from .conftest import OipUpstream, register
+from .gateways import (
+    Backends,
+    admin_token,
+    audit_events,
+    client_token,
+    new_home,
+    start_gateways,
+    wait_until,
+)
 
 #: client id -> roles of the clients these gateways know.
 CLIENTS = {
@@ -70,16 +75,8 @@ class Pair:
 
     def _token(self, client_id: str | None) -> str:
         if client_id is None:
-            data = {"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD}
-            resp = httpx.post(self.a.url + "/oauth/token", data=data)
-        else:
-            resp = httpx.post(
-                self.a.url + "/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=(client_id, self.secrets[client_id]),
-            )
-        resp.raise_for_status()
-        return str(resp.json()["access_token"])
+            return admin_token(self.a.url)
+        return client_token(self.a.url, client_id, self.secrets[client_id])
 
     def head(self) -> int:
         return ConfigStore(make_engine(self.sql_url)).head()
@@ -87,63 +84,20 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_url: str,
-    registry_url: str,
-    kafka_bootstrap: str,
-    oip_upstream: OipUpstream,
+    tmp_path_factory: pytest.TempPathFactory, backends: Backends, oip_upstream: OipUpstream
 ) -> Iterator[Pair]:
     """Two gateway processes' worth of app (one home, so one SQL database) on one Redis."""
-    home: Path = tmp_path_factory.mktemp("live-config")
-    secrets = {cid: uuid.uuid4().hex for cid in CLIENTS}
-    creds = home / "credentials.json"
-    creds.write_text(
-        json.dumps(
-            {
-                "admin": {"username": "admin", "password": ADMIN_PASSWORD},
-                "clients": [
-                    {"client_id": cid, "client_secret": secrets[cid], "roles": roles}
-                    for cid, roles in CLIENTS.items()
-                ],
-            }
-        )
-    )
+    home, secrets, creds = new_home(tmp_path_factory, "live-config", CLIENTS)
     service = f"live-{uuid.uuid4().hex[:6]}"
-    register(registry_url, service.upper(), oip_upstream.port)
-    nodes, servers = [], []
+    register(backends.registry_url, service.upper(), oip_upstream.port)
     issuer = "http://gateway.live.test"  # shared, so either gateway accepts the other's tokens
-    for _ in range(2):
-        port = free_port()
-        settings = GatewaySettings(
-            home=home,
-            redis_url=redis_url,
-            registry_url=registry_url,
-            kafka_bootstrap=kafka_bootstrap,
-            token_issuer=issuer,
-            gateway_port=port,
-            gateway_credentials_file=creds,
-        )
-        app = build_app(settings)
-        server = ServerThread(app, port)
-        server.start()
-        servers.append(server)
-        nodes.append(Node(app, server.url))
+    a, b = start_gateways(backends, home, creds, issuer=issuer)
     yield Pair(
-        nodes[0], nodes[1], service, oip_upstream, secrets,
-        GatewaySettings(home=home).sql_url("gateway"), redis_url,
+        Node(a.app, a.url), Node(b.app, b.url), service, oip_upstream, secrets,
+        GatewaySettings(home=home).sql_url("gateway"), backends.redis_url,
     )  # fmt: skip
-    for server in servers:
-        server.stop()
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float) -> float:
-    """Seconds until ``condition`` held; fails the test after ``timeout_s``."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            pytest.fail(f"condition not met within {timeout_s} s")
-        time.sleep(0.01)
-    return time.monotonic() - start
+    for gateway in (a, b):
+        gateway.server.stop()
 
 
 def _applied(node: Node, version: int) -> bool:
@@ -167,7 +121,7 @@ def test_weight_change_applies_in_the_other_gateway_within_a_second(pair: Pair) 
     version = int(resp.headers["ETag"].strip('"'))
     assert resp.json()["version"] == version
     assert pair.a.live.snapshot.version >= version  # applied where it was written at once
-    took = _wait(lambda: pair.b.live.snapshot.version >= version, timeout_s=1.0)
+    took = wait_until(lambda: pair.b.live.snapshot.version >= version, timeout_s=1.0)
     policy = pair.b.live.snapshot.policy(pair.service)
     assert policy.revisions == (RevisionWeight("stable", 90), RevisionWeight("canary", 10))
     assert took < 1.0
@@ -187,7 +141,7 @@ def test_a_stale_number_in_redis_does_not_hide_the_same_number_announced_now(
     resp = httpx.put(url, json=_canary(15), headers=pair.auth("live-config"))
     assert resp.status_code in (200, 201), resp.text
     assert int(resp.headers["ETag"].strip('"')) == coming
-    _wait(lambda: pair.b.live.snapshot.version >= coming, timeout_s=1.0)
+    wait_until(lambda: pair.b.live.snapshot.version >= coming, timeout_s=1.0)
 
 
 def test_a_missed_message_still_applies_through_the_version_check(pair: Pair) -> None:
@@ -204,7 +158,7 @@ def test_a_missed_message_still_applies_through_the_version_check(pair: Pair) ->
     redis.set(VERSION_KEY, after.version)  # no PUBLISH: as if the message were lost
     redis.close()
     for node in (pair.a, pair.b):
-        _wait(partial(_applied, node, after.version), timeout_s=2.0)
+        wait_until(partial(_applied, node, after.version), timeout_s=2.0)
         assert node.live.snapshot.policy(f"{pair.service}-quiet").max_concurrent == 7
 
 
@@ -271,7 +225,7 @@ def test_rollback_makes_a_new_version_equal_to_an_old_one(pair: Pair) -> None:
     assert resp.status_code == 200, resp.text
     new = resp.json()["version"]
     assert new > old + 1
-    _wait(lambda: pair.b.live.snapshot.version >= new, timeout_s=1.0)
+    wait_until(lambda: pair.b.live.snapshot.version >= new, timeout_s=1.0)
     assert pair.b.live.snapshot.policy(pair.service).revisions[1] == RevisionWeight("canary", 5)
     history = httpx.get(f"{pair.a.url}/admin/config/history?limit=3", headers=headers).json()
     assert history[0]["version"] == new
@@ -298,7 +252,7 @@ def test_a_routed_path_reaches_the_upstream_rewritten(pair: Pair) -> None:
     )
     assert resp.status_code == 201, resp.text
     version = resp.json()["version"]
-    _wait(lambda: pair.b.live.snapshot.version >= version, timeout_s=1.0)
+    wait_until(lambda: pair.b.live.snapshot.version >= version, timeout_s=1.0)
     invoker = pair.auth("live-invoker")
     call = httpx.get(f"{pair.b.url}{prefix}/items/a%2Fb?x=1", headers=invoker)
     assert call.status_code == 200, call.text
@@ -310,32 +264,8 @@ def test_a_routed_path_reaches_the_upstream_rewritten(pair: Pair) -> None:
     )
     assert gone.status_code == 204
     deleted = int(gone.headers["ETag"].strip('"'))
-    _wait(lambda: pair.b.live.snapshot.version >= deleted, timeout_s=1.0)
+    wait_until(lambda: pair.b.live.snapshot.version >= deleted, timeout_s=1.0)
     assert httpx.get(f"{pair.b.url}{prefix}/items", headers=invoker).status_code == 404
-
-
-async def _audit_events(bootstrap: str, target: str) -> list[dict[str, Any]]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    found: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and not found:
-            partitions = consumer.partitions_for_topic(TOPIC_AUDIT)
-            if not partitions:
-                await consumer.topics()
-                await asyncio.sleep(0.2)
-                continue
-            tps = [TopicPartition(TOPIC_AUDIT, p) for p in partitions]
-            if not consumer.assignment():
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-            for records in (await consumer.getmany(timeout_ms=200)).values():
-                events = [json.loads(r.value) for r in records]
-                found += [e for e in events if e["target"] == target]
-    finally:
-        await consumer.stop()
-    return found
 
 
 def test_every_change_is_audited(pair: Pair, kafka_bootstrap: str) -> None:
@@ -347,7 +277,7 @@ def test_every_change_is_audited(pair: Pair, kafka_bootstrap: str) -> None:
         headers=pair.auth("live-config"),
     )
     assert resp.status_code == 201
-    events = asyncio.run(_audit_events(kafka_bootstrap, f"config/services/{name}"))
+    events = asyncio.run(audit_events(kafka_bootstrap, f"config/services/{name}"))
     assert len(events) == 1
     (event,) = events
     assert event["actor"] == "live-config"

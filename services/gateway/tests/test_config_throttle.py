@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +18,6 @@ from hypothesis import strategies as st
 from aimp_core.db import make_engine
 from aimp_core.net import free_port
 from aimp_core.ratelimit.policies import LimitFields
-from aimp_gateway.app import build_app
 from aimp_gateway.asgi import GatewayApp
 from aimp_gateway.config_schemas import ConfigDocument, ThrottleConfigWrite, to_snapshot
 from aimp_gateway.config_store import ConfigStore
@@ -28,8 +26,16 @@ from aimp_gateway.policy import NO_THROTTLE_OVERRIDE, ConfigSnapshot, LiveConfig
 from aimp_gateway.settings import GatewaySettings
 from aimp_gateway.throttle import Throttle, effective_default, make_redis
 
-from .conftest import ADMIN_PASSWORD, OipUpstream, ServerThread, register
-from .test_config_live import _audit_events
+from .conftest import OipUpstream, register
+from .gateways import (
+    Backends,
+    admin_token,
+    audit_events,
+    client_token,
+    new_home,
+    start_gateways,
+    wait_until,
+)
 
 #: The settings' default in the live gateways: a slow refill, so a used bucket stays used.
 RATE_PER_S, BURST = 0.01, 50
@@ -142,17 +148,11 @@ class Pair:
     def auth(self, client_id: str) -> dict[str, str]:
         """Bearer headers for ``client_id`` (``admin``: the admin user), fetched once."""
         if client_id not in self.tokens:
-            if client_id == "admin":
-                data = {"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD}
-                resp = httpx.post(self.urls[0] + "/oauth/token", data=data)
-            else:
-                resp = httpx.post(
-                    self.urls[0] + "/oauth/token",
-                    data={"grant_type": "client_credentials"},
-                    auth=(client_id, self.secrets[client_id]),
-                )
-            resp.raise_for_status()
-            self.tokens[client_id] = str(resp.json()["access_token"])
+            self.tokens[client_id] = (
+                admin_token(self.urls[0])
+                if client_id == "admin"
+                else client_token(self.urls[0], client_id, self.secrets[client_id])
+            )
         return {"Authorization": f"Bearer {self.tokens[client_id]}"}
 
     def burst_in(self, node: int) -> int:
@@ -170,44 +170,21 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_url: str,
-    registry_url: str,
-    kafka_bootstrap: str,
-    oip_upstream: OipUpstream,
+    tmp_path_factory: pytest.TempPathFactory, backends: Backends, oip_upstream: OipUpstream
 ) -> Iterator[Pair]:
     """Two gateways on one SQL database and one Redis, with a 0.01/s, burst-50 default."""
-    home: Path = tmp_path_factory.mktemp("config-throttle")
-    secrets = {cid: uuid.uuid4().hex for cid in CLIENTS}
-    creds = home / "credentials.json"
-    clients = [
-        {"client_id": cid, "client_secret": secrets[cid], "roles": roles}
-        for cid, roles in CLIENTS.items()
-    ]
-    admin = {"username": "admin", "password": ADMIN_PASSWORD}
-    creds.write_text(json.dumps({"admin": admin, "clients": clients}))
+    home, secrets, creds = new_home(tmp_path_factory, "config-throttle", CLIENTS)
     service = f"thr-{SUFFIX}"
-    register(registry_url, service.upper(), oip_upstream.port)
-    apps, servers = [], []
-    for _ in range(2):
-        port = free_port()
-        settings = GatewaySettings(
-            home=home,
-            redis_url=redis_url,
-            registry_url=registry_url,
-            kafka_bootstrap=kafka_bootstrap,
-            token_issuer="http://gateway.throttle.test",  # shared: each takes the other's tokens
-            gateway_port=port,
-            gateway_credentials_file=creds,
-            gateway_rate_per_s=RATE_PER_S,
-            gateway_rate_burst=BURST,
-        )
-        app = build_app(settings)
-        servers.append(ServerThread(app, port))
-        servers[-1].start()
-        apps.append(app)
-    urls = [s.url for s in servers]
-    running = Pair(apps, urls, service, secrets, GatewaySettings(home=home).sql_url("gateway"))
+    register(backends.registry_url, service.upper(), oip_upstream.port)
+    started = start_gateways(
+        backends, home, creds,
+        issuer="http://gateway.throttle.test",  # shared: each takes the other's tokens
+        gateway_rate_per_s=RATE_PER_S, gateway_rate_burst=BURST,
+    )  # fmt: skip
+    running = Pair(
+        [g.app for g in started], [g.url for g in started], service, secrets,
+        GatewaySettings(home=home).sql_url("gateway"),
+    )  # fmt: skip
     deadline = time.monotonic() + 10
     for node in range(2):  # both gateways route to the service before any test counts calls
         while running.admitted(node, "thr-ready", 1) != [200]:
@@ -215,18 +192,8 @@ def pair(
                 raise RuntimeError("the gateway never routed to the registered upstream")
             time.sleep(0.1)
     yield running
-    for server in servers:
-        server.stop()
-
-
-def _wait(condition: Callable[[], bool], timeout_s: float) -> float:
-    """Seconds until ``condition`` held; fails the test after ``timeout_s``."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout_s:
-            pytest.fail(f"condition not met within {timeout_s} s")
-        time.sleep(0.01)
-    return time.monotonic() - start
+    for gateway in started:
+        gateway.server.stop()
 
 
 def test_lower_default_burst_applies_in_both_gateways_and_rolls_back(
@@ -261,7 +228,7 @@ def test_lower_default_burst_applies_in_both_gateways_and_rolls_back(
         "effective_on_redis_down": "open",
     }
     assert pair.burst_in(0) == 3  # applied where it was written at once
-    assert _wait(lambda: pair.burst_in(1) == 3, timeout_s=1.0) < 1.0
+    assert wait_until(lambda: pair.burst_in(1) == 3, timeout_s=1.0) < 1.0
 
     assert pair.admitted(0, on_a, 4) == [200, 200, 200, 429]
     assert pair.admitted(1, on_b, 4) == [200, 200, 200, 429]
@@ -270,7 +237,7 @@ def test_lower_default_burst_applies_in_both_gateways_and_rolls_back(
     assert "'client-rate'" in refused.json()["error"]  # the inference protocol's error shape
     assert pair.admitted(1, early, 1) == [429]  # five used of a bucket of three
 
-    events = asyncio.run(_audit_events(kafka_bootstrap, "config/throttle"))
+    events = asyncio.run(audit_events(kafka_bootstrap, "config/throttle"))
     mine = [e for e in events if e["actor"].startswith("thr-")]  # other suites share the topic
     assert [(e["actor"], e["action"]) for e in mine] == [("thr-throttle", "config.throttle.put")]
     assert mine[0]["after"]["default_burst"] == 3
@@ -286,7 +253,7 @@ def test_lower_default_burst_applies_in_both_gateways_and_rolls_back(
         headers=pair.auth("thr-config"),
     )
     assert rollback.status_code == 200, rollback.text
-    _wait(lambda: pair.burst_in(1) == BURST, timeout_s=1.0)
+    wait_until(lambda: pair.burst_in(1) == BURST, timeout_s=1.0)
     assert pair.admitted(1, after_rollback, 10) == [200] * 10
     shown = httpx.get(f"{pair.urls[1]}/admin/config/throttle", headers=pair.auth("thr-auditor"))
     assert shown.status_code == 200

@@ -10,7 +10,6 @@ its follower never swaps it back).
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 import uuid
@@ -24,7 +23,6 @@ import pytest
 from aiohttp import web
 
 from aimp_core.net import free_port
-from aimp_gateway.app import build_app
 from aimp_gateway.asgi import GatewayApp
 from aimp_gateway.policy import (
     BreakerPolicy,
@@ -34,9 +32,9 @@ from aimp_gateway.policy import (
     RetryPolicy,
     ServicePolicy,
 )
-from aimp_gateway.settings import GatewaySettings
 
-from .conftest import ADMIN_PASSWORD, ServerThread, register
+from .conftest import register
+from .gateways import Backends, admin_token, client_token, start_gateway, write_credentials_file
 
 pytestmark = pytest.mark.integration
 
@@ -142,56 +140,24 @@ class FuseGateway:
 
 
 @pytest.fixture(scope="module")
-def fgw(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_url: str,
-    registry_url: str,
-    kafka_bootstrap: str,
-) -> Iterator[FuseGateway]:
+def fgw(tmp_path_factory: pytest.TempPathFactory, backends: Backends) -> Iterator[FuseGateway]:
     """A real gateway with a generous rate limit, and a switchable two-port upstream."""
     home: Path = tmp_path_factory.mktemp("fuses")
     secret = uuid.uuid4().hex
-    creds = home / "credentials.json"
-    creds.write_text(
-        json.dumps(
-            {
-                "admin": {"username": "admin", "password": ADMIN_PASSWORD},
-                "clients": [{"client_id": CLIENT, "client_secret": secret, "roles": ["invoker"]}],
-            }
-        )
-    )
+    creds = write_credentials_file(home, {CLIENT: ["invoker"]}, {CLIENT: secret})
     upstream = SwitchableUpstream(2)
     upstream.start()
-    port = free_port()
-    settings = GatewaySettings(
-        home=home,
-        redis_url=redis_url,
-        registry_url=registry_url,
-        kafka_bootstrap=kafka_bootstrap,
-        token_issuer=f"http://127.0.0.1:{port}",
-        gateway_port=port,
-        gateway_credentials_file=creds,
-        gateway_rate_per_s=10_000,
-        gateway_rate_burst=10_000,
-        gateway_instance_header=True,
-    )
-    app = build_app(settings)
-    server = ServerThread(app, port)
-    server.start()
-    token = httpx.post(
-        server.url + "/oauth/token",
-        data={"grant_type": "client_credentials"},
-        auth=(CLIENT, secret),
-    ).json()["access_token"]
-    admin = httpx.post(
-        server.url + "/oauth/token",
-        data={"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD},
-    ).json()["access_token"]
+    started = start_gateway(
+        backends, home, creds,
+        gateway_rate_per_s=10_000, gateway_rate_burst=10_000, gateway_instance_header=True,
+    )  # fmt: skip
+    token = client_token(started.url, CLIENT, secret)
+    admin = admin_token(started.url)
     yield FuseGateway(
-        app, server.url, upstream, registry_url,
+        started.app, started.url, upstream, backends.registry_url,
         {"Authorization": f"Bearer {token}"}, {"Authorization": f"Bearer {admin}"},
     )  # fmt: skip
-    server.stop()
+    started.server.stop()
     upstream.stop()
 
 

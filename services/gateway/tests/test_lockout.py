@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -22,6 +21,8 @@ from aimp_gateway.lockout import (
     delay_after,
 )
 from aimp_gateway.login_guard import LoginGuard
+
+from .gateways import Clock
 
 POLICY = LockoutPolicy(max_failures=5, window_s=300, lock_s=900, base_delay_s=1, max_delay_s=30)
 
@@ -107,21 +108,6 @@ def test_failures_age_out_of_the_window() -> None:
 
 
 # -- the Redis state, shared by gateways -----------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    yield client
-    client.close()
 
 
 def test_two_gateways_share_the_lock_and_success_resets(sync_redis: redis.Redis) -> None:

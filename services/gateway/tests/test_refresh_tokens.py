@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -36,21 +35,6 @@ ISSUER = "http://gateway.test"
 ALICE_PASSWORD = "alice-password-123"
 ALICE_HASH = hash_secret(ALICE_PASSWORD)
 RS_HASH = hash_secret("rs-secret")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, socket_timeout=2)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -15,8 +15,9 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aimp_core.events import TOPIC_REQUESTS
-from aimp_core.net import free_port
 from aimp_core.registry_client import EurekaClient, instance_document
+
+from .gateways import AiohttpServer
 
 pytestmark = pytest.mark.integration
 
@@ -26,16 +27,13 @@ FIRST, SECOND = b"data: one\n\n", b"data: two\n\n"
 BIG = bytes(range(256)) * (5 * 4096)
 
 
-class StreamingUpstream:
+class StreamingUpstream(AiohttpServer):
     """An aiohttp pod whose answers are streams: SSE, chunked, large, cut off, endless."""
 
     def __init__(self) -> None:
-        self.port = free_port()
+        super().__init__()
         self.release = threading.Event()
         self.endless_closed = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
 
     async def _sse(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -71,25 +69,11 @@ class StreamingUpstream:
             self.endless_closed.set()
         return resp
 
-    async def _start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/sse", self._sse)
         app.router.add_get("/big", self._big)
         app.router.add_get("/cut", self._cut)
         app.router.add_get("/endless", self._endless)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 async def _event(bootstrap: str, request_id: str, timeout_s: float = 15) -> dict[str, object]:

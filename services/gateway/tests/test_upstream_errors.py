@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socketserver
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,6 +13,8 @@ import pytest
 from aimp_core.errors import GatewayTimeout
 from aimp_core.net import free_port
 from aimp_gateway.upstream import ConnectFailed, Upstream
+
+from .gateways import tcp_server
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +108,18 @@ def test_routing_state_needs_an_admin_or_operator(gateway) -> None:  # type: ign
     assert resp.status_code == 403
 
 
+def _bad_and_live(  # type: ignore[no-untyped-def]
+    gateway, register_instance, headers: dict[str, str], prefix: str, bad_port: int
+) -> tuple[str, str]:
+    """A fresh routable service with an instance at ``bad_port`` and one live instance:
+    (its name, the live instance's id)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    register_instance(name.upper(), bad_port)
+    live: str = register_instance(name.upper(), gateway.upstream.port)
+    _wait_routable(gateway, name, headers)
+    return name, live
+
+
 class _HangUp(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         self.request.recv(65536)  # the request arrives, no answer ever leaves
@@ -115,12 +128,8 @@ class _HangUp(socketserver.BaseRequestHandler):
 @pytest.fixture
 def hang_up_server() -> Iterator[int]:
     """A real TCP server that reads each request and closes the connection without answering."""
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _HangUp)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    with tcp_server(_HangUp) as port:
+        yield port
 
 
 def test_broken_call_is_retried_only_when_idempotent(  # type: ignore[no-untyped-def]
@@ -128,10 +137,7 @@ def test_broken_call_is_retried_only_when_idempotent(  # type: ignore[no-untyped
 ) -> None:
     """Broken after sending: a GET goes to another instance, a POST is 502 (never sent twice)."""
     headers = gateway.auth("retry-app")
-    name = f"hangup-{uuid.uuid4().hex[:6]}"
-    register_instance(name.upper(), hang_up_server)
-    live = register_instance(name.upper(), gateway.upstream.port)
-    _wait_routable(gateway, name, headers)
+    name, live = _bad_and_live(gateway, register_instance, headers, "hangup", hang_up_server)
     # Round robin, so that each pair of calls reaches both instances once.
     put = httpx.put(
         f"{gateway.url}/admin/config/services/{name}",
@@ -180,12 +186,9 @@ class _NotSent(socketserver.StreamRequestHandler):
 
 @pytest.fixture
 def not_sent_server() -> Iterator[int]:
-    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _NotSent)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    """A real TCP server answering every call 503 + x-aimp-not-sent (see ``_NotSent``)."""
+    with tcp_server(_NotSent) as port:
+        yield port
 
 
 def test_a_call_the_sidecar_never_sent_goes_to_another_instance(  # type: ignore[no-untyped-def]
@@ -193,10 +196,7 @@ def test_a_call_the_sidecar_never_sent_goes_to_another_instance(  # type: ignore
 ) -> None:
     """A POST answered 503 + x-aimp-not-sent (model server gone) is resent to a live pod: 200."""
     headers = gateway.auth("notsent-app")
-    name = f"notsent-{uuid.uuid4().hex[:6]}"
-    register_instance(name.upper(), not_sent_server)
-    live = register_instance(name.upper(), gateway.upstream.port)
-    _wait_routable(gateway, name, headers)
+    name, live = _bad_and_live(gateway, register_instance, headers, "notsent", not_sent_server)
     url = f"{gateway.url}/svc/{name}/echo/x"
     with httpx.Client() as http:
         posts = [http.post(url, headers=headers, content=b"1") for _ in range(4)]
