@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,10 +50,13 @@ def test_sampling_is_deterministic_and_monotonic_in_the_rate(
 
 @pytest.mark.parametrize("rate", [1.0, 10.0, 50.0])
 def test_sampled_share_converges_on_the_rate(rate: float) -> None:
-    """Over 20,000 random request ids the sampled share is the rate within 0.6 points."""
-    n = 20_000
-    kept = sum(is_sampled(uuid.uuid4().hex, rate) for _ in range(n))
-    assert abs(100 * kept / n - rate) < 0.6
+    """Over 50,000 request ids the sampled share is the rate within 1 point (the issue's
+    10 % +- 1 %); ids are seeded, so the check is the same on every run (1 point is over
+    4 standard deviations even at 50 %)."""
+    n = 50_000
+    rng = random.Random(rate)
+    kept = sum(is_sampled(f"{rng.getrandbits(128):032x}", rate) for _ in range(n))
+    assert abs(100 * kept / n - rate) < 1.0
 
 
 def test_payload_encodings() -> None:
