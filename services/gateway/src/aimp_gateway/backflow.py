@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 
 from aimp_core.events import TOPIC_BACKFLOW
 from aimp_core.kafka import EventPublisher, ensure_topics
+from aimp_core.ratelimit.loops import follow_channel
 from aimp_core.registry_client import META_REVISION, Instance
 from aimp_core.tracing import current_trace_id
 from aimp_gateway.settings import GatewaySettings
@@ -198,17 +199,18 @@ class BackflowSampler:
 
     async def _run(self) -> None:
         failing = False
+
+        async def refresh() -> None:
+            nonlocal failing
+            await self.refresh()
+            if failing:
+                log.info("redis answers again; backflow rates follow it")
+                failing = False
+
         while True:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(CHANNEL)
-                while True:
-                    await self.refresh()
-                    if failing:
-                        log.info("redis answers again; backflow rates follow it")
-                        failing = False
-                    # Wakes at once on a change message, else after poll_s (the safety net).
-                    await pubsub.get_message(timeout=self.poll_s)
+                # Wakes at once on a change message, else after poll_s (the safety net).
+                await follow_channel(self.redis, CHANNEL, refresh, poll_s=self.poll_s)
             except (RedisError, OSError, TimeoutError) as exc:
                 if not failing:
                     log.warning(
@@ -216,9 +218,6 @@ class BackflowSampler:
                         f"{type(exc).__name__}: {exc}"[:200],
                     )
                     failing = True
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
             await asyncio.sleep(self.retry_s)
 
 

@@ -22,7 +22,6 @@ newer snapshot.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -34,7 +33,7 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from aimp_core.ratelimit.engine import REDIS_ERRORS
-from aimp_core.ratelimit.loops import Loop
+from aimp_core.ratelimit.loops import Loop, follow_channel
 from aimp_gateway.config_schemas import ConfigDocument, to_snapshot
 from aimp_gateway.config_store import Change, ConfigStore, StoredVersion
 from aimp_gateway.policy import ConfigSnapshot, LiveConfig
@@ -173,15 +172,17 @@ class ConfigFollower:
 
     async def _follow(self) -> None:
         """Subscribe, then check on every message and every ``poll_s``."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(CHANNEL)
+
+        async def refresh() -> None:
+            await self.refresh()
             if self._redis_down:
                 self._redis_down = False
                 log.info("Redis is back; following configuration changes through it again")
-            while not self._loop.stopping.is_set():
-                await self.refresh()
-                await pubsub.get_message(timeout=self.poll_s)
+
+        try:
+            await follow_channel(
+                self.redis, CHANNEL, refresh, poll_s=self.poll_s, stopping=self._loop.stopping
+            )
         except REDIS_ERRORS as exc:
             if not self._redis_down:
                 self._redis_down = True
@@ -193,9 +194,6 @@ class ConfigFollower:
                 )
             await self.check_sql()
             await self._loop.sleep(self.poll_s)
-        finally:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def start(self) -> None:
         """Catch up with SQL once, then follow changes in the background."""

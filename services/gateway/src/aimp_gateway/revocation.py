@@ -23,7 +23,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from aimp_core.auth import LEEWAY_S
 from aimp_core.ratelimit.engine import REDIS_ERRORS
-from aimp_core.ratelimit.loops import Loop
+from aimp_core.ratelimit.loops import Loop, follow_channel
 
 log = logging.getLogger(__name__)
 
@@ -105,17 +105,12 @@ class RevocationFollower:
         return True
 
     async def _follow(self) -> None:
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(CHANNEL)
-            while not self._loop.stopping.is_set():
-                await self.refresh()
-                await pubsub.get_message(timeout=self.poll_s)
+            await follow_channel(
+                self.redis, CHANNEL, self.refresh, poll_s=self.poll_s, stopping=self._loop.stopping
+            )
         except REDIS_ERRORS:
             await self._loop.sleep(self.poll_s)
-        finally:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def start(self) -> None:
         """Load the revoked set once (if Redis answers), then follow it in the background."""

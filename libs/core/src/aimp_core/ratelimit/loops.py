@@ -12,6 +12,9 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
 log = logging.getLogger(__name__)
 
 
@@ -52,3 +55,30 @@ class Loop:
             log.warning("background loop did not stop in time", extra={"loop": self.name})
         elif not task.cancelled() and task.exception() is not None:
             log.warning("background loop ended with an error", extra={"loop": self.name})
+
+
+async def follow_channel(
+    redis: Redis,
+    channel: str,
+    refresh: Callable[[], Awaitable[object]],
+    *,
+    poll_s: float,
+    stopping: asyncio.Event | None = None,
+) -> None:
+    """Call ``refresh`` now, on every message on ``channel``, and at least every ``poll_s``.
+
+    The pattern every Redis-published setting follows (throttle rules, revocations, the
+    gateway's configuration, backflow rates): the message only wakes the reader early,
+    ``refresh`` reads the state itself, so a lost message costs at most ``poll_s``.
+    Runs until ``stopping`` is set; Redis errors propagate to the caller, which decides
+    how to wait; the subscription is always closed.
+    """
+    pubsub = redis.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe(channel)
+        while stopping is None or not stopping.is_set():
+            await refresh()
+            await pubsub.get_message(timeout=poll_s)
+    finally:
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from aimp_core.ratelimit.engine import REDIS_ERRORS
-from aimp_core.ratelimit.loops import Loop
+from aimp_core.ratelimit.loops import Loop, follow_channel
 from aimp_core.ratelimit.policies import KEY_PREFIX, Snapshot
 
 log = logging.getLogger(__name__)
@@ -73,17 +73,12 @@ class Follower:
 
     async def _follow(self) -> None:
         """Subscribe, then check the version on every message and every ``poll_s``."""
-        pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         try:
-            await pubsub.subscribe(CHANNEL)
-            while not self._loop.stopping.is_set():
-                await self.refresh()
-                await pubsub.get_message(timeout=self.poll_s)
+            await follow_channel(
+                self.redis, CHANNEL, self.refresh, poll_s=self.poll_s, stopping=self._loop.stopping
+            )
         except REDIS_ERRORS:
             await self._loop.sleep(self.poll_s)
-        finally:
-            with contextlib.suppress(*REDIS_ERRORS):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def start(self) -> None:
         """Load the rules once (if Redis answers), then follow changes in the background."""
