@@ -77,7 +77,12 @@ async def test_broker_restart_loses_nothing(tmp_path: Path) -> None:
             if i % 100 == 0:
                 await asyncio.sleep(0.01)
         assert slowest < 0.005, "publish waited on the dead broker"
-        await asyncio.sleep(0.3)
+        # The sender notices the dead broker and spools; wait for it rather than a fixed
+        # 0.3 s, which a loaded machine (parallel test files) can outlast.
+        for _ in range(200):  # up to 10 s
+            if list((tmp_path / "spool").glob("*.seg")):
+                break
+            await asyncio.sleep(0.05)
         assert list((tmp_path / "spool").glob("*.seg")), "the outage's events were not spooled"
         broker = start_tansu(port)
         await wait_sent(publisher)
